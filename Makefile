@@ -1,0 +1,48 @@
+# The two commands a user needs: `make demo` and `make test`. Both create .venv when missing
+# and install the pinned stack (requirements.lock) plus this package, editable.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= $(shell nproc)
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test lint format bench lock clean-results help
+
+help:
+	@echo "make demo   - set up .venv and run the pipeline on the synthetic cohort (CPU)"
+	@echo "make test   - set up .venv and run the test suite"
+	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
+	@echo "make bench  - run the benchmarks, results under results/benchmarks/"
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(BIN)/python -c "import cmr_rd, torch, snakemake, pydicom" 
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/ruff format --check src tests workflow benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \
+		| sed '1i # Full resolved set (pip freeze of requirements.txt). Regenerate with `make lock`.' > requirements.lock
+
+clean-results:
+	rm -rf results/* .snakemake/metadata

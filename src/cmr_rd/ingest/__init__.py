@@ -1,0 +1,1 @@
+"""Ingestion: from a tree of DICOM/NIfTI files to a de-identified, training-ready manifest."""

@@ -1,0 +1,617 @@
+"""The ingestion stage end to end: index, classify, select, render, de-identify, split.
+
+Every input file ends in exactly one outcome (ingested, skipped or quarantined, with a reason),
+so the counts reconcile. Outcomes that name source paths or identifiers go only to the private
+log folder; everything under the output folder is keyed by pseudonyms and hashed file ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from cmr_rd.classes import CLASSES, canonical_label
+from cmr_rd.ingest import nifti
+from cmr_rd.ingest.deid import DeidKey
+from cmr_rd.ingest.index import index_files, list_files
+from cmr_rd.ingest.pixels import (
+    display_polarity,
+    modality_values,
+    normalise,
+    resample,
+    spacing_or_default,
+    square_frame,
+    to_png_bytes,
+)
+from cmr_rd.ingest.series import SeriesVerdict, Slice, choose_stack, classify_series
+from cmr_rd.ingest.split import SplitConfig, assign_splits
+from cmr_rd.lineage import sha256_file
+
+log = logging.getLogger(__name__)
+
+INGESTED, SKIPPED, QUARANTINED = "ingested", "skipped", "quarantined"
+BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
+
+
+class InputError(ValueError):
+    """A user mistake in the inputs, reported with the file and key it concerns."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    prefer: str = "psir"
+    min_stack_positions: int = 5
+    parallel_tolerance_deg: float = 3.0
+    max_axis_component: float = 0.985
+    normalize_percentiles: tuple[float, float] = (0.5, 99.5)
+    image_size: int = 256
+    crop_fov_mm: float | None = None
+    slice_mode: str = "central"
+    slice_count: int = 3
+    slice_window: tuple[float, float] = (0.25, 0.75)
+
+    @classmethod
+    def from_config(cls, ingest: dict) -> IngestConfig:
+        slices = ingest.get("slices", {})
+        return cls(
+            prefer=ingest.get("prefer", cls.prefer),
+            min_stack_positions=ingest.get("min_stack_positions", cls.min_stack_positions),
+            parallel_tolerance_deg=ingest.get("parallel_tolerance_deg", 3.0),
+            max_axis_component=ingest.get("max_axis_component", 0.985),
+            normalize_percentiles=tuple(ingest.get("normalize_percentiles", (0.5, 99.5))),
+            image_size=ingest.get("image_size", 256),
+            crop_fov_mm=ingest.get("crop_fov_mm"),
+            slice_mode=slices.get("mode", "central"),
+            slice_count=slices.get("count", 3),
+            slice_window=tuple(slices.get("window", (0.25, 0.75))),
+        )
+
+
+@dataclass
+class Outcomes:
+    """One row per input file, plus patient- and row-level findings."""
+
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (outcome, reason)
+    # kind, subject, outcome, reason. Subjects of kind patient and label_row are raw patient ids
+    # (pseudonymised on output); other kinds name a row, such as 'boxes.csv:7'.
+    findings: list[dict] = field(default_factory=list)
+
+    def file(self, path: str, outcome: str, reason: str) -> None:
+        # A multi-frame file is ingested if any of its frames is; otherwise the first reason wins.
+        if path not in self.files or outcome == INGESTED:
+            self.files[path] = (outcome, reason)
+
+    def finding(self, kind: str, subject: str, outcome: str, reason: str) -> None:
+        self.findings.append(
+            {"kind": kind, "subject": subject, "outcome": outcome, "reason": reason}
+        )
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def read_labels(path: str | Path, outcomes: Outcomes) -> tuple[dict[str, str], dict[str, str]]:
+    """patient_id -> class, and patient_id -> report text. Bad rows become findings."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data.labels_csv: file '{path}' does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"patient_id", "label"} - set(table.columns)
+    if missing:
+        raise InputError(
+            f"{path}: missing required column(s) {sorted(missing)}; found {list(table.columns)}"
+        )
+    labels: dict[str, str] = {}
+    reports: dict[str, str] = {}
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        pid = row.patient_id.strip()
+        if not pid:
+            outcomes.finding("label_line", f"{path.name}:{line}", QUARANTINED, "empty patient_id")
+            continue
+        label = canonical_label(row.label)
+        if label is None:
+            outcomes.finding(
+                "label_row", pid, QUARANTINED,
+                f"unknown class {row.label!r} (expected one of {', '.join(CLASSES)} or full names)",
+            )  # fmt: skip
+            continue
+        if pid in labels and labels[pid] != label:
+            outcomes.finding("label_row", pid, QUARANTINED, "conflicting labels for one patient")
+            labels[pid] = "__conflict__"
+            continue
+        labels[pid] = label
+        if "report" in table.columns and row.report.strip():
+            reports[pid] = row.report
+    labels = {p: c for p, c in labels.items() if c != "__conflict__"}
+    return labels, reports
+
+
+def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple[float, ...]]:
+    """Boxes keyed by ('sop', uid, frame) for DICOM and ('nifti', patient_id, index) for NIfTI."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data.boxes_csv: file '{path}' does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"patient_id", *BOX_COLUMNS} - set(table.columns)
+    if missing:
+        raise InputError(f"{path}: missing required column(s) {sorted(missing)}")
+    boxes: dict[tuple, tuple[float, ...]] = {}
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        where = f"{path.name}:{line}"
+        try:
+            box = tuple(float(row[c]) for c in BOX_COLUMNS)
+        except ValueError:
+            outcomes.finding("box_row", where, QUARANTINED, "non-numeric box coordinate")
+            continue
+        if not (np.all(np.isfinite(box)) and box[0] < box[2] and box[1] < box[3]):
+            outcomes.finding("box_row", where, QUARANTINED, "box needs x1 < x2 and y1 < y2")
+            continue
+        uid, frame, index = (
+            row.get(k, "").strip() for k in ("sop_instance_uid", "frame", "slice_index")
+        )
+        if uid:
+            boxes[("sop", uid, int(frame) - 1 if frame else None)] = box
+        elif index:
+            boxes[("nifti", row["patient_id"].strip(), int(index))] = box
+        else:
+            outcomes.finding(
+                "box_row",
+                where,
+                QUARANTINED,
+                "box row names neither sop_instance_uid nor slice_index",
+            )
+    return boxes
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def select_positions(n: int, cfg: IngestConfig) -> list[int]:
+    """Indices (into the spatially ordered distinct positions) that become images."""
+    if cfg.slice_mode == "all" or n == 0:
+        return list(range(n))
+    if cfg.slice_mode == "window":
+        lo, hi = cfg.slice_window
+        rel = [i / (n - 1) if n > 1 else 0.5 for i in range(n)]
+        return [i for i, r in enumerate(rel) if lo <= r <= hi]
+    count = min(cfg.slice_count, n)
+    start = (n - count) // 2
+    return list(range(start, start + count))
+
+
+def _distinct_positions(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:
+    kept, duplicates, seen = [], [], set()
+    for s in slices:
+        key = round(s.location_mm, 1)
+        (duplicates if key in seen else kept).append(s)
+        seen.add(key)
+    return kept, duplicates
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class PatientJob:
+    patient_id: str
+    pseudonym: str
+    label: str
+    source_kind: str  # dicom | dicom-enhanced | nifti
+    lge_kind: str
+    out_dir: str
+    cfg: IngestConfig
+    slices: list[Slice] = field(default_factory=list)  # DICOM
+    nifti_path: str | None = None
+    nifti_indices: list[int] = field(default_factory=list)
+    boxes: dict = field(default_factory=dict)  # rank -> box in original pixels
+    ranks: list[int] = field(default_factory=list)  # position rank of each selected slice
+    n_positions: int = 0
+    centre_mm: float = 0.0
+
+
+def _decode(slices: list[Slice]) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Stored pixels per slice, reading each file once; failures become reasons."""
+    arrays: list[np.ndarray | None] = [None] * len(slices)
+    errors: list[str | None] = [None] * len(slices)
+    by_path: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(slices):
+        by_path[s.path].append(i)
+    for path, idxs in by_path.items():
+        try:
+            ds = pydicom.dcmread(path)
+            if "PixelData" not in ds and "FloatPixelData" not in ds:
+                raise LookupError("no pixel data")
+            data = ds.pixel_array
+        except LookupError:
+            for i in idxs:
+                errors[i] = "no pixel data element"
+            continue
+        except Exception as exc:  # corrupt codestreams raise a zoo of types
+            for i in idxs:
+                errors[i] = f"pixel data could not be decoded ({type(exc).__name__})"
+            continue
+        for i in idxs:
+            frame = slices[i].frame
+            arr = data[frame] if frame is not None and data.ndim == 3 else data
+            if arr.ndim != 2:
+                errors[i] = f"unexpected pixel array shape {tuple(arr.shape)} (not grayscale 2D)"
+            elif arr.shape != (slices[i].rows, slices[i].columns) and slices[i].rows:
+                errors[i] = "pixel array shape disagrees with Rows/Columns"
+            else:
+                arrays[i] = arr
+    return arrays, errors
+
+
+def render_patient(job: PatientJob) -> dict:
+    """Decode, normalise and resample one patient's selected slices; write PNGs."""
+    cfg = job.cfg
+    results, failures = [], []
+    if job.nifti_path:
+        stack = nifti.read_stack(Path(job.nifti_path))
+        images = [stack.image(i) for i in job.nifti_indices]
+        spacings = [stack.spacing] * len(images)
+        spacing_sources = ["affine"] * len(images)
+    else:
+        stored, errors = _decode(job.slices)
+        images, spacings, spacing_sources = [], [], []
+        for s, arr, err in zip(job.slices, stored, errors, strict=True):
+            if err:
+                failures.append({"path": s.path, "reason": err})
+                images.append(None)
+                spacings.append(None)
+                spacing_sources.append(None)
+                continue
+            values = display_polarity(modality_values(arr, s.slope, s.intercept), s.photometric)
+            spacing, source = spacing_or_default(s.spacing)
+            images.append(values)
+            spacings.append(spacing)
+            spacing_sources.append(source)
+    good = [i for i, img in enumerate(images) if img is not None]
+    if not good:
+        return {"rows": [], "failures": failures}
+    normalised = normalise([images[i] for i in good], cfg.normalize_percentiles)
+    folder = Path(job.out_dir) / "images" / job.pseudonym
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image01 in zip(good, normalised, strict=True):
+        rows, cols = image01.shape
+        frame = square_frame(rows, cols, spacings[i], cfg.image_size, cfg.crop_fov_mm)
+        png = to_png_bytes(resample(image01, frame))
+        rank = job.ranks[i]
+        rel = Path("images") / job.pseudonym / f"{job.pseudonym}_z{rank:02d}.png"
+        (Path(job.out_dir) / rel).write_bytes(png)
+        box = job.boxes.get(rank)
+        out_box = frame.box(*box) if box else None
+        if out_box and not (out_box[0] < out_box[2] and out_box[1] < out_box[3]):
+            out_box = None  # the lesion lies outside the cropped field of view
+        location = (
+            stack.locations_mm[job.nifti_indices[i]]
+            if job.nifti_path
+            else job.slices[i].location_mm
+        )
+        results.append(
+            {
+                "image": rel.as_posix(),
+                "patient": job.pseudonym,
+                "label": job.label,
+                "box": list(out_box) if out_box else None,
+                "slice_rank": rank,
+                "stack_positions": job.n_positions,
+                "slice_position_mm": round(location - job.centre_mm, 2),
+                "source_kind": job.source_kind,
+                "lge_kind": job.lge_kind,
+                "spacing_source": spacing_sources[i],
+                "path": job.nifti_path or job.slices[i].path,
+            }
+        )
+    return {"rows": results, "failures": failures}
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _series_key(rec: dict) -> str:
+    return rec["series_uid"] or f"file:{rec['path']}"
+
+
+def _dicom_jobs(
+    dicom_dir: Path | None,
+    labels: dict[str, str],
+    boxes: dict,
+    key: DeidKey,
+    cfg: IngestConfig,
+    out_dir: Path,
+    outcomes: Outcomes,
+    workers: int,
+) -> tuple[list[PatientJob], set[str]]:
+    if dicom_dir is None or not dicom_dir.exists():
+        return [], set()
+    files = list_files(dicom_dir)
+    records = index_files(files, workers=workers)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for rec in records:
+        if rec["status"] != "ok":
+            outcomes.file(rec["path"], QUARANTINED, rec["reason"])
+        else:
+            groups[(rec["patient_id"], _series_key(rec))].append(rec)
+    candidates: dict[str, list[SeriesVerdict]] = defaultdict(list)
+    patients_seen: set[str] = set()
+    for (pid, skey), recs in sorted(groups.items()):
+        recs.sort(key=lambda r: r["path"])
+        verdict = classify_series(
+            skey, recs, cfg.min_stack_positions, cfg.parallel_tolerance_deg, cfg.max_axis_component
+        )
+        if pid:
+            patients_seen.add(pid)
+        if not verdict.is_lge_sax:
+            for path in verdict.files:
+                outcomes.file(path, SKIPPED, verdict.reason)
+        elif not pid:
+            for path in verdict.files:
+                outcomes.file(path, QUARANTINED, "LGE stack without PatientID")
+        else:
+            candidates[pid].append(verdict)
+    jobs = []
+    for pid in sorted(candidates):
+        chosen = choose_stack(candidates[pid], cfg.prefer)
+        for other in candidates[pid]:
+            if other is not chosen:
+                reason = f"alternative LGE stack ({other.kind}) not chosen; {chosen.kind} used"
+                for path in other.files:
+                    outcomes.file(path, SKIPPED, reason)
+        label = labels.get(pid)
+        if label is None:
+            for path in chosen.files:
+                outcomes.file(path, QUARANTINED, "no usable label row for this patient")
+            outcomes.finding("patient", pid, QUARANTINED, "LGE stack found but no usable label")
+            continue
+        kept, duplicates = _distinct_positions(chosen.slices)
+        for s in duplicates:
+            outcomes.file(s.path, SKIPPED, "duplicate slice position in the LGE stack")
+        selected = select_positions(len(kept), cfg)
+        for rank, s in enumerate(kept):
+            if rank not in selected:
+                outcomes.file(s.path, SKIPPED, f"slice outside the selection ({cfg.slice_mode})")
+        chosen_slices = [kept[r] for r in selected]
+        job_boxes = {}
+        for rank in selected:
+            s = kept[rank]
+            box = boxes.get(("sop", s.sop_instance_uid, s.frame))
+            if box is None and s.frame is None:
+                box = boxes.get(("sop", s.sop_instance_uid, None))
+            if box is not None:
+                job_boxes[rank] = box
+        locations = [s.location_mm for s in kept]
+        jobs.append(
+            PatientJob(
+                patient_id=pid,
+                pseudonym=key.pseudonym(pid),
+                label=label,
+                source_kind="dicom-enhanced" if chosen.enhanced else "dicom",
+                lge_kind=chosen.kind,
+                out_dir=str(out_dir),
+                cfg=cfg,
+                slices=chosen_slices,
+                boxes=job_boxes,
+                ranks=list(selected),
+                n_positions=len(kept),
+                centre_mm=float(np.mean(locations)),
+            )
+        )
+    return jobs, patients_seen | set(candidates)
+
+
+def _nifti_jobs(
+    nifti_dir: Path | None,
+    labels: dict[str, str],
+    boxes: dict,
+    key: DeidKey,
+    cfg: IngestConfig,
+    out_dir: Path,
+    outcomes: Outcomes,
+) -> tuple[list[PatientJob], set[str]]:
+    if nifti_dir is None or not nifti_dir.exists():
+        return [], set()
+    jobs, seen = [], set()
+    for path in list_files(nifti_dir):
+        pid = nifti.patient_id_of(path)
+        if pid is None:
+            outcomes.file(str(path), SKIPPED, "not a NIfTI file (.nii or .nii.gz)")
+            continue
+        seen.add(pid)
+        try:
+            stack = nifti.read_stack(path)
+        except Exception as exc:  # nibabel raises many types for broken files
+            outcomes.file(str(path), QUARANTINED, f"unreadable NIfTI ({type(exc).__name__})")
+            continue
+        label = labels.get(pid)
+        if label is None:
+            outcomes.file(str(path), QUARANTINED, "no usable label row for this patient")
+            outcomes.finding("patient", pid, QUARANTINED, "NIfTI volume found but no usable label")
+            continue
+        order = sorted(range(len(stack.locations_mm)), key=lambda k: stack.locations_mm[k])
+        selected = select_positions(len(order), cfg)
+        indices = [order[r] for r in selected]
+        job_boxes = {
+            r: boxes[("nifti", pid, order[r])]
+            for r in selected
+            if ("nifti", pid, order[r]) in boxes
+        }
+        jobs.append(
+            PatientJob(
+                patient_id=pid,
+                pseudonym=key.pseudonym(pid),
+                label=label,
+                source_kind="nifti",
+                lge_kind="unknown",
+                out_dir=str(out_dir),
+                cfg=cfg,
+                nifti_path=str(path),
+                nifti_indices=indices,
+                boxes=job_boxes,
+                ranks=list(selected),
+                n_positions=len(order),
+                centre_mm=float(np.mean(stack.locations_mm)),
+            )
+        )
+    return jobs, seen
+
+
+def run_ingest(
+    *,
+    dicom_dir: str | Path | None,
+    nifti_dir: str | Path | None,
+    labels_csv: str | Path,
+    boxes_csv: str | Path | None,
+    out_dir: str | Path,
+    private_dir: str | Path,
+    key: DeidKey,
+    cfg: IngestConfig,
+    split_cfg: SplitConfig,
+    seed: int,
+    workers: int = 1,
+) -> dict:
+    """Run the whole stage. Returns the reconciliation summary (also written to disk)."""
+    out_dir, private_dir = Path(out_dir), Path(private_dir)
+    if (out_dir / "images").exists():
+        shutil.rmtree(out_dir / "images")  # stale images of a previous run must not linger
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = Outcomes()
+    labels, _reports = read_labels(labels_csv, outcomes)
+    boxes = read_boxes(boxes_csv, outcomes)
+    dicom_dir = Path(dicom_dir) if dicom_dir else None
+    nifti_dir = Path(nifti_dir) if nifti_dir else None
+    dicom_jobs, dicom_seen = _dicom_jobs(
+        dicom_dir, labels, boxes, key, cfg, out_dir, outcomes, workers
+    )
+    nifti_jobs, nifti_seen = _nifti_jobs(nifti_dir, labels, boxes, key, cfg, out_dir, outcomes)
+    jobs = dicom_jobs + nifti_jobs
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rendered = list(pool.map(render_patient, jobs, chunksize=4))
+    else:
+        rendered = [render_patient(job) for job in jobs]
+
+    rows = []
+    for job, result in zip(jobs, rendered, strict=True):
+        for failure in result["failures"]:
+            outcomes.file(failure["path"], QUARANTINED, failure["reason"])
+        for row in result["rows"]:
+            outcomes.file(row["path"], INGESTED, "")
+            rows.append(row)
+        if not result["rows"]:
+            outcomes.finding("patient", job.patient_id, QUARANTINED, "no slice could be decoded")
+
+    ingested_patients = {row["patient"] for row in rows}
+    for pid in sorted(set(labels)):
+        if key.pseudonym(pid) in ingested_patients:
+            continue
+        if pid in dicom_seen or pid in nifti_seen:
+            outcomes.finding(
+                "patient", pid, QUARANTINED, "patient has no usable LGE short-axis stack"
+            )
+        else:
+            outcomes.finding("label_row", pid, QUARANTINED, "label row has no images")
+
+    files_on_disk = sum(len(list_files(d)) for d in (dicom_dir, nifti_dir) if d and d.exists())
+    return _write_outputs(rows, outcomes, key, split_cfg, seed, out_dir, private_dir, files_on_disk)
+
+
+MANIFEST_COLUMNS = [
+    "image", "patient", "label", "split", "box", "slice_rank", "stack_positions",
+    "slice_position_mm", "source_kind", "lge_kind", "spacing_source", "sha256",
+]  # fmt: skip
+
+
+def _public_subject(finding: dict, key: DeidKey) -> str:
+    if finding["kind"] in ("patient", "label_row"):
+        return key.pseudonym(finding["subject"])
+    return key.token(finding["kind"], finding["subject"])
+
+
+def _public_reason(reason: str) -> str:
+    """Reasons may quote a user's label text; keep only the category in public outputs."""
+    return "unknown class label" if reason.startswith("unknown class") else reason
+
+
+def _write_outputs(rows, outcomes, key, split_cfg, seed, out_dir, private_dir, files_on_disk):
+    patients = {row["patient"]: row["label"] for row in rows}
+    splits, notes = assign_splits(patients, split_cfg, seed)
+    table = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS[:3], *MANIFEST_COLUMNS[4:-1], "path"])
+    table = table.sort_values(["patient", "slice_rank"], kind="stable").reset_index(drop=True)
+    table["split"] = table["patient"].map(splits)
+    table["sha256"] = [sha256_file(out_dir / p) for p in table["image"]]
+    table[MANIFEST_COLUMNS].to_parquet(out_dir / "manifest.parquet", index=False)
+
+    counts = []
+    for label in CLASSES:
+        entry = {"class": label}
+        for split in ("train", "probe", "test"):
+            part = table[(table["label"] == label) & (table["split"] == split)]
+            entry[f"{split}_patients"] = part["patient"].nunique()
+            entry[f"{split}_images"] = len(part)
+        entry["note"] = notes.get(label, "")
+        counts.append(entry)
+    pd.DataFrame(counts).to_csv(out_dir / "counts.csv", index=False)
+
+    # The private tables name source paths and ids (they may hold PHI: keep them out of results/).
+    file_rows = sorted((path, o, r) for path, (o, r) in outcomes.files.items())
+    with open(private_dir / "file_outcomes.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "item", "outcome", "reason"])
+        writer.writerows((p, key.token("file", p), o, r) for p, o, r in file_rows)
+    with open(private_dir / "findings.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "subject", "item", "outcome", "reason"])
+        writer.writerows(
+            (f["kind"], f["subject"], _public_subject(f, key), f["outcome"], f["reason"])
+            for f in outcomes.findings
+        )
+
+    quarantine = [
+        {"item": key.token("file", p), "kind": "file", "outcome": o, "reason": r}
+        for p, o, r in file_rows
+        if o != INGESTED
+    ]
+    quarantine += [
+        {
+            "item": _public_subject(f, key),
+            "kind": f["kind"],
+            "outcome": f["outcome"],
+            "reason": _public_reason(f["reason"]),
+        }
+        for f in outcomes.findings
+    ]
+    pd.DataFrame(quarantine, columns=["item", "kind", "outcome", "reason"]).to_csv(
+        out_dir / "quarantine.csv", index=False
+    )
+
+    tally = Counter(o for o, _ in outcomes.files.values())
+    reasons = Counter(f"{o}: {r}" for o, r in outcomes.files.values() if o != INGESTED)
+    findings = Counter(f"{f['kind']}: {_public_reason(f['reason'])}" for f in outcomes.findings)
+    summary = {
+        "files_in": files_on_disk,
+        "files_accounted": len(outcomes.files),
+        "ingested": tally[INGESTED],
+        "skipped": tally[SKIPPED],
+        "quarantined": tally[QUARANTINED],
+        "images": len(table),
+        "patients": len(patients),
+        "file_reasons": dict(sorted(reasons.items())),
+        "findings": dict(sorted(findings.items())),
+    }
+    summary["reconciled"] = files_on_disk == tally[INGESTED] + tally[SKIPPED] + tally[QUARANTINED]
+    (out_dir / "reconcile.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
