@@ -23,7 +23,7 @@ import pydicom
 from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.ingest import nifti
 from cmr_rd.ingest.deid import DeidKey
-from cmr_rd.ingest.index import index_files, list_files
+from cmr_rd.ingest.index import index_files, list_files, read_header
 from cmr_rd.ingest.pixels import (
     display_polarity,
     modality_values,
@@ -33,7 +33,7 @@ from cmr_rd.ingest.pixels import (
     square_frame,
     to_png_bytes,
 )
-from cmr_rd.ingest.series import SeriesVerdict, Slice, choose_stack, classify_series
+from cmr_rd.ingest.series import SeriesVerdict, Slice, choose_stack, classify_series, slices_of
 from cmr_rd.ingest.split import SplitConfig, assign_splits
 from cmr_rd.lineage import sha256_file
 
@@ -244,8 +244,10 @@ def _decode(slices: list[Slice]) -> tuple[list[np.ndarray | None], list[str | No
             continue
         for i in idxs:
             frame = slices[i].frame
-            arr = data[frame] if frame is not None and data.ndim == 3 else data
-            if arr.ndim != 2:
+            arr = data[frame] if frame is not None and data.ndim >= 3 else data
+            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+                errors[i] = "colour pixel data (not a grayscale MR image)"
+            elif arr.ndim != 2:
                 errors[i] = f"unexpected pixel array shape {tuple(arr.shape)} (not grayscale 2D)"
             elif arr.shape != (slices[i].rows, slices[i].columns) and slices[i].rows:
                 errors[i] = "pixel array shape disagrees with Rows/Columns"
@@ -615,3 +617,26 @@ def _write_outputs(rows, outcomes, key, split_cfg, seed, out_dir, private_dir, f
     summary["reconciled"] = files_on_disk == tally[INGESTED] + tally[SKIPPED] + tally[QUARANTINED]
     (out_dir / "reconcile.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def pixel_check(path: str | Path, size: int = 64) -> str | None:
+    """Run one file through the whole pixel path (decode, LUT, polarity, resample).
+
+    Returns None when every frame renders, else the reason ingestion would quarantine it with.
+    Used to audit a corpus whose files would never be selected as LGE by their headers.
+    """
+    record = read_header(path)
+    if record["status"] != "ok":
+        return record["reason"]
+    if not (record["rows"] and record["columns"]):
+        return "not an image (no pixel matrix in header)"
+    slices = slices_of([record])
+    arrays, errors = _decode(slices)
+    for s, arr, err in zip(slices, arrays, errors, strict=True):
+        if err:
+            return err
+        values = display_polarity(modality_values(arr, s.slope, s.intercept), s.photometric)
+        (image01,) = normalise([values], (0.5, 99.5))
+        spacing, _ = spacing_or_default(s.spacing)
+        resample(image01, square_frame(*image01.shape, spacing, size, None))
+    return None

@@ -84,13 +84,16 @@ def slices_of(records: list[dict]) -> list[Slice]:
                     )
                 )  # fmt: skip
         else:
-            out.append(
+            # Legacy multi-frame files (no functional groups) share one geometry for all frames.
+            frames = range(rec["n_frames"]) if rec["n_frames"] > 1 else [None]
+            out.extend(
                 Slice(
-                    rec["path"], None, rec["sop_instance_uid"], rec["position"],
+                    rec["path"], frame, rec["sop_instance_uid"], rec["position"],
                     rec["orientation"], rec["pixel_spacing"], rec["rescale_slope"],
                     rec["rescale_intercept"], rec["image_type"], rec["inversion_time"],
                     rec["instance_number"], rec["rows"], rec["columns"], rec["photometric"],
                 )
+                for frame in frames
             )  # fmt: skip
     return out
 

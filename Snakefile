@@ -1,0 +1,20 @@
+# CMR-RD: LGE ingestion -> o3 rewriting + QC -> alignment -> cold-start SFT -> GPPO phases
+# -> per-class Beta-posterior evaluation -> report tables. Stages land issue by issue; the
+# rule files included below are the ones that exist so far.
+from snakemake.utils import min_version
+
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/ingest.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True
