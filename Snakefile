@@ -3,7 +3,6 @@
 # rule files included below are the ones that exist so far.
 from snakemake.utils import min_version
 
-
 min_version("9.0")
 
 
@@ -15,6 +14,6 @@ include: "rules/ingest.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

@@ -11,19 +11,19 @@ if SYNTHETIC:
             boxes=f"{DATA['synthetic']['out_dir']}/boxes.csv",
             phi=f"{DATA['synthetic']['out_dir']}/phi_strings.json",
             summary=f"{DATA['synthetic']['out_dir']}/cohort.json",
-        params:
-            synthetic=DATA["synthetic"],
-            seed=config["seed"],
         log:
             "logs/synthesize_cohort.log",
         benchmark:
             "logs/benchmarks/synthesize_cohort.tsv"
+        conda:
+            "../envs/pipeline.yaml"
         threads: 8
         resources:
             mem_mb=4000,
             runtime=30,
-        conda:
-            "../envs/pipeline.yaml"
+        params:
+            synthetic=DATA["synthetic"],
+            seed=config["seed"],
         script:
             "../workflow/scripts/synthesize_cohort.py"
 
@@ -38,24 +38,24 @@ rule ingest:
         quarantine=f"{INGEST}/quarantine.csv",
         reconcile=f"{INGEST}/reconcile.json",
         lineage=f"{INGEST}/manifest.json",
-    params:
-        ingest=config["ingest"],
-        split=config["split"],
-        deid=config["deid"],
-        seed=config["seed"],
-        synthetic=SYNTHETIC,
     log:
         main="logs/ingest/ingest.log",
         file_outcomes="logs/ingest/file_outcomes.csv",
         findings="logs/ingest/findings.csv",
     benchmark:
         "logs/benchmarks/ingest.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 8
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        ingest=config["ingest"],
+        split=config["split"],
+        deid=config["deid"],
+        seed=config["seed"],
+        synthetic=SYNTHETIC,
     script:
         "../workflow/scripts/ingest.py"
 
@@ -67,17 +67,17 @@ rule ingest_montage:
     output:
         montages=expand(f"{INGEST}/qc/montage_{{label}}.png", label=CLASSES),
         lineage=f"{INGEST}/qc/manifest.json",
-    params:
-        per_class=config["ingest"]["montage_per_class"],
     log:
         "logs/ingest/montage.log",
     benchmark:
         "logs/benchmarks/ingest_montage.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        per_class=config["ingest"]["montage_per_class"],
     script:
         "../workflow/scripts/ingest_montage.py"

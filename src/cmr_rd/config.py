@@ -24,9 +24,7 @@ def config_errors(config: dict, schema_path: str | Path) -> list[str]:
             extra = sorted(set(error.instance) - set(allowed))
             for key in extra:
                 full = key if where == "<top level>" else f"{where}.{key}"
-                messages.append(
-                    f"unknown config key '{full}' (allowed here: {', '.join(allowed)})"
-                )
+                messages.append(f"unknown config key '{full}' (allowed here: {', '.join(allowed)})")
         else:
             messages.append(f"config key '{where}': {error.message}")
     return messages

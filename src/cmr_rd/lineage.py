@@ -96,9 +96,7 @@ def write_manifest(
         "config_sha256": sha256_json(config),
         "params": params,
         "inputs": inputs,
-        "outputs": {
-            str(p): sha256_file(p) for p in sorted(map(str, outputs)) if Path(p).is_file()
-        },
+        "outputs": {str(p): sha256_file(p) for p in sorted(map(str, outputs)) if Path(p).is_file()},
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
     if extra:

@@ -1,0 +1,131 @@
+"""Bad input on the LGE path itself: a synthetic export, damaged the ways real ones are."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+from cmr_rd.ingest.deid import DeidKey
+from cmr_rd.ingest.pipeline import IngestConfig, run_ingest
+from cmr_rd.ingest.split import SplitConfig
+from cmr_rd.synth.cohort import SynthConfig, generate_cohort
+
+KEY = DeidKey(b"fault-test-key-0123456789", "test")
+TINY = SynthConfig(
+    scale=0.0,
+    min_patients_per_class=4,
+    lge_slices=6,
+    matrix=96,
+    nifti_share=0.25,
+    enhanced_share=0.0,
+    compressed_share=0.0,
+    monochrome1_share=0.0,
+    lax_share=0.0,
+    cine_phases=1,
+)
+
+
+def _ingest(cohort: Path, out: Path) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_ingest(
+            dicom_dir=cohort / "dicom",
+            nifti_dir=cohort / "nifti",
+            labels_csv=cohort / "labels.csv",
+            boxes_csv=cohort / "boxes.csv",
+            out_dir=out / "results",
+            private_dir=out / "private",
+            key=KEY,
+            cfg=IngestConfig(),
+            split_cfg=SplitConfig(1, 1, 1),
+            seed=0,
+            workers=1,
+        )
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    cohort = root / "cohort"
+    generate_cohort(TINY, cohort, seed=11, workers=2)
+    clean = _ingest(cohort, root / "clean")
+    assert clean["reconciled"] and clean["quarantined"] == 0
+    outcomes = pd.read_csv(root / "clean/private/file_outcomes.csv")
+    ingested = outcomes[outcomes["outcome"] == "ingested"]["path"].tolist()
+    by_patient: dict[str, list[str]] = {}
+    for path in ingested:
+        if path.endswith(".dcm"):
+            by_patient.setdefault(
+                str(pydicom.dcmread(path, stop_before_pixels=True).PatientID), []
+            ).append(path)
+    a, b, c, d, e = sorted(by_patient)[:5]
+
+    Path(by_patient[a][0]).write_bytes(Path(by_patient[a][0]).read_bytes()[:-2000])  # truncated
+    for path in by_patient[b]:  # zero PixelSpacing on every selected slice
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [0, 0]
+        ds.save_as(path)
+    ds = pydicom.dcmread(by_patient[c][0])  # pixel data missing
+    del ds.PixelData
+    ds.save_as(by_patient[c][0])
+    stacks = outcomes[
+        outcomes["reason"].fillna("").str.contains("alternative LGE|outside the selection")
+    ]
+    for path in [
+        *by_patient[d],
+        *[p for p in stacks["path"] if p.startswith(str(Path(by_patient[d][0]).parents[1]))],
+    ]:
+        Path(path).unlink(missing_ok=True)  # patient d loses its LGE stacks
+    (cohort / "dicom/notes.txt").write_text("export notes, not DICOM\n")
+    labels = pd.read_csv(cohort / "labels.csv", dtype=str, keep_default_na=False)
+    labels.loc[labels["patient_id"] == e, "label"] = "Takotsubo"
+    labels = pd.concat(
+        [labels, pd.DataFrame([{"patient_id": "GHOST-1", "label": "HCM", "report": ""}])]
+    )
+    labels.to_csv(cohort / "labels.csv", index=False)
+    with open(cohort / "boxes.csv", "a") as handle:
+        handle.write(f"{a},psir,1.2.3,,,50,10,40,20\n")
+    broken_nifti = sorted((cohort / "nifti").glob("*.nii.gz"))[0]
+    broken_nifti.write_bytes(b"not gzip at all")
+    summary = _ingest(cohort, root / "damaged")
+    return root / "damaged", summary, (a, b, c, d, e, broken_nifti.name.split(".")[0])
+
+
+def test_counts_still_reconcile(damaged):
+    _, summary, _ = damaged
+    assert summary["reconciled"] and summary["files_in"] == summary["files_accounted"]
+
+
+def test_each_fault_has_its_specific_reason(damaged):
+    out, _, (a, b, c, d, e, nifti_patient) = damaged
+    files = pd.read_csv(out / "private/file_outcomes.csv")
+    reasons = set(files.loc[files["outcome"] == "quarantined", "reason"])
+    assert "pixel data could not be decoded (ValueError)" in reasons or any(
+        r.startswith("pixel data could not be decoded") for r in reasons
+    )
+    assert "no pixel data element" in reasons
+    assert "not a DICOM file: no preamble/file meta and no parseable dataset" in reasons
+    assert any(r.startswith("unreadable NIfTI") for r in reasons)
+    assert "no usable label row for this patient" in reasons  # patient e, unknown class
+
+    findings = pd.read_csv(out / "private/findings.csv")
+    said = {(row.subject, row.reason) for row in findings.itertuples()}
+    assert (d, "patient has no usable LGE short-axis stack") in said
+    assert ("GHOST-1", "label row has no images") in said
+    assert any(s == e and r.startswith("unknown class 'Takotsubo'") for s, r in said)
+    assert any(kind == "box_row" for kind in findings["kind"])
+
+
+def test_zero_spacing_is_guarded_and_recorded(damaged):
+    out, _, (a, b, *_rest) = damaged
+    manifest = pd.read_parquet(out / "results/manifest.parquet")
+    patient_b = KEY.pseudonym(b)
+    rows = manifest[manifest["patient"] == patient_b]
+    assert len(rows) == 3
+    assert rows["spacing_source"].str.startswith("assumed").all()
+    # Patient a keeps its two good slices; the truncated one is quarantined, not fatal.
+    assert (manifest["patient"] == KEY.pseudonym(a)).sum() == 2
