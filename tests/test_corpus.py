@@ -26,6 +26,7 @@ SOURCES = {
 }
 SPECIFIC_REASONS = (
     "not a DICOM file",
+    "hidden file",
     "truncated file",
     "not an image",
     "secondary capture",

@@ -339,7 +339,12 @@ def _dicom_jobs(
 ) -> tuple[list[PatientJob], set[str]]:
     if dicom_dir is None or not dicom_dir.exists():
         return [], set()
-    files = list_files(dicom_dir)
+    files = []
+    for path in list_files(dicom_dir):
+        if path.name.startswith("."):  # .DS_Store, .snakemake_timestamp and the like
+            outcomes.file(str(path), SKIPPED, "hidden file")
+        else:
+            files.append(path)
     records = index_files(files, workers=workers)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in records:
@@ -428,6 +433,9 @@ def _nifti_jobs(
     jobs, seen = [], set()
     for path in list_files(nifti_dir):
         pid = nifti.patient_id_of(path)
+        if path.name.startswith("."):
+            outcomes.file(str(path), SKIPPED, "hidden file")
+            continue
         if pid is None:
             outcomes.file(str(path), SKIPPED, "not a NIfTI file (.nii or .nii.gz)")
             continue

@@ -17,7 +17,16 @@ SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 LGE_TOKENS = {"lge", "de", "mde", "psir", "delayed", "late", "viability", "pag", "lategad"}
 EXCLUDE_TOKENS: dict[str, set[str]] = {
     "TI scout": {"tiscout", "looklocker", "locker", "tiscan"},
-    "localizer": {"loc", "localizer", "localiser", "survey", "3pl", "scout", "tripilot"},
+    "localizer": {
+        "loc",
+        "localizer",
+        "localiser",
+        "survey",
+        "smartsurvey",
+        "3pl",
+        "scout",
+        "tripilot",
+    },
     "parametric map": {"map", "maps", "molli", "shmolli", "t1map", "t2map", "ecv", "saskia"},
     "cine": {"cine", "fiesta", "retro", "sbtfe", "trufi", "ssfp"},
     "perfusion": {"perf", "perfusion", "fpp", "firstpass"},
