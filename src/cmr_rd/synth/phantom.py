@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("HCM", "DCM", "CAM", "LVNC", "MI", "NOR")
+from cmr_rd.classes import CLASSES
+
 SLICE_GAP_MM = 10.0
 
 # Tissue labels of the rendered maps.
@@ -107,13 +108,17 @@ class Anatomy:
 
 @dataclass(frozen=True)
 class Body:
-    """Chest around the heart, offsets in mm from the LV centre in patient LPS axes."""
+    """Chest around the heart, offsets in mm from the LV centre in patient LPS axes.
+
+    Inside the chest wall (subcutaneous fat, then muscle) the thorax is lung, except the
+    posterior mediastinum (soft tissue with the descending aorta), the spine and the liver dome.
+    """
 
     centre: tuple[float, float]
     semi: tuple[float, float]
     subcut_mm: float
-    lung_l: tuple[tuple[float, float, float], tuple[float, float, float]]
-    lung_r: tuple[tuple[float, float, float], tuple[float, float, float]]
+    wall_mm: float
+    mediastinum: tuple[float, float, float, float]  # x, y, semi-x, semi-y
     liver: tuple[tuple[float, float, float], tuple[float, float, float]]
     aorta: tuple[float, float, float]  # x, y, radius
     spine: tuple[float, float, float]
@@ -146,12 +151,18 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _contiguous(rng: np.random.Generator, n: int, lo_range: tuple[int, int], must: int,
-                min_len: int, max_len: int) -> tuple[int, int]:
-    """A contiguous slice range that contains `must` (so mid-ventricular slices show it)."""
+def _contiguous(
+    rng: np.random.Generator,
+    n: int,
+    lo_range: tuple[int, int],
+    must: int,
+    min_len: int,
+    max_len: int,
+) -> tuple[int, int]:
+    """A contiguous slice range holding slices must-1 and must (the mid-ventricular pair)."""
     length = int(rng.integers(min_len, max_len + 1))
     lo = int(rng.integers(lo_range[0], lo_range[1] + 1))
-    lo = min(lo, must)
+    lo = max(0, min(lo, must - 1))
     hi = min(n - 1, max(lo + length - 1, must))
     return lo, hi
 
@@ -166,12 +177,12 @@ def draw_anatomy(label: str, rng: np.random.Generator, n_slices: int) -> Anatomy
     common = dict(
         label=label,
         n_slices=n,
-        rv_width=_u(rng, 14, 22) * size,
+        rv_width=_u(rng, 10, 17) * size,
         t_rv=_u(rng, 2.5, 3.5),
         fat_mm=_u(rng, 2.0, 6.0),
-        blood=_u(rng, 0.55, 0.72),
+        blood=_u(rng, 0.45, 0.62),
         myo=_u(rng, -0.08, 0.02),
-        scar=_u(rng, 0.95, 1.12),
+        scar=_u(rng, 1.0, 1.15),
         t1_myo=_u(rng, 960, 1060),
         t1_blood=_u(rng, 1540, 1680),
         t1_scar=_u(rng, 1250, 1400),
@@ -182,8 +193,14 @@ def draw_anatomy(label: str, rng: np.random.Generator, n_slices: int) -> Anatomy
     if label == "NOR":
         r = _u(rng, 26, 28) if rng.random() < 0.2 else _u(rng, 22, 27)
         t = _u(rng, 8, 10)
-        return Anatomy(r_endo=r * size, t_free=t, t_sept=t + _u(rng, 0, 1.2),
-                       ef=_u(rng, 0.56, 0.70), **common)
+        return Anatomy(
+            # the cap keeps a normal LV normal-sized (EDD <= 57 mm) whatever the size jitter
+            r_endo=min(r * size, 28.5),
+            t_free=t,
+            t_sept=t + _u(rng, 0, 1.2),
+            ef=_u(rng, 0.56, 0.70),
+            **common,
+        )
     if label == "DCM":
         r = _u(rng, 28, 31) if rng.random() < 0.2 else _u(rng, 30, 40)
         t = _u(rng, 5, 7)
@@ -192,12 +209,30 @@ def draw_anatomy(label: str, rng: np.random.Generator, n_slices: int) -> Anatomy
         if stripe:
             width_mm = _u(rng, 2.8, 4.0)
             lo, hi = _contiguous(rng, n, (0, max(0, mid - 2)), mid, max(2, n // 3), max(3, n - 2))
-            patches = (Patch("septal stripe", _u(rng, 172, 188), _u(rng, 28, 45),
-                             0.5 - width_mm / (2 * t), 0.5 + width_mm / (2 * t), lo, hi,
-                             _u(rng, 0.7, 0.88), _u(rng, 0.0, 2.0), _u(rng, 0, 6.28)),)
+            patches = (
+                Patch(
+                    "septal stripe",
+                    _u(rng, 172, 188),
+                    _u(rng, 28, 45),
+                    0.5 - width_mm / (2 * t),
+                    0.5 + width_mm / (2 * t),
+                    lo,
+                    hi,
+                    _u(rng, 0.7, 0.88),
+                    _u(rng, 0.0, 2.0),
+                    _u(rng, 0, 6.28),
+                ),
+            )
         common["rv_width"] *= _u(rng, 1.0, 1.25)
-        return Anatomy(r_endo=r * size, t_free=t, t_sept=t + _u(rng, -0.5, 0.8),
-                       ef=_u(rng, 0.18, 0.40), dcm_stripe=stripe, patches=patches, **common)
+        return Anatomy(
+            r_endo=max(r * size, 28.5),  # a DCM is dilated (EDD >= 57 mm)
+            t_free=t,
+            t_sept=t + _u(rng, -0.5, 0.8),
+            ef=_u(rng, 0.18, 0.40),
+            dcm_stripe=stripe,
+            patches=patches,
+            **common,
+        )
     if label == "HCM":
         concentric = bool(rng.random() < 0.2)
         if concentric:
@@ -211,18 +246,46 @@ def draw_anatomy(label: str, rng: np.random.Generator, n_slices: int) -> Anatomy
         patches = []
         for site in sites:
             lo, hi = _contiguous(rng, n, (0, max(0, mid - 1)), mid, 2, max(3, n - 2))
-            patches.append(Patch(f"{site} RV insertion", RV_INSERTION[site] + _u(rng, -8, 8),
-                                 _u(rng, 11, 20), _u(rng, 0.15, 0.3), _u(rng, 0.7, 0.9), lo, hi,
-                                 _u(rng, 0.75, 0.95), _u(rng, 2.0, 5.0), _u(rng, 0, 6.28)))
+            patches.append(
+                Patch(
+                    f"{site} RV insertion",
+                    RV_INSERTION[site] + _u(rng, -8, 8),
+                    _u(rng, 11, 20),
+                    _u(rng, 0.15, 0.3),
+                    _u(rng, 0.7, 0.9),
+                    lo,
+                    hi,
+                    _u(rng, 0.75, 0.95),
+                    _u(rng, 2.0, 5.0),
+                    _u(rng, 0, 6.28),
+                )
+            )
         if rng.random() < 0.4:
             lo, hi = _contiguous(rng, n, (0, mid), mid, 2, max(2, n // 2))
-            patches.append(Patch("septal mid-wall", _u(rng, 165, 195), _u(rng, 10, 22),
-                                 0.35, 0.65, lo, hi, _u(rng, 0.6, 0.8), _u(rng, 3, 6),
-                                 _u(rng, 0, 6.28)))
+            patches.append(
+                Patch(
+                    "septal mid-wall",
+                    _u(rng, 165, 195),
+                    _u(rng, 10, 22),
+                    0.35,
+                    0.65,
+                    lo,
+                    hi,
+                    _u(rng, 0.6, 0.8),
+                    _u(rng, 3, 6),
+                    _u(rng, 0, 6.28),
+                )
+            )
         common["t1_myo"] = _u(rng, 1030, 1120)
-        return Anatomy(r_endo=_u(rng, 16, 22) * size, t_free=t_free, t_sept=t_sept,
-                       ef=_u(rng, 0.66, 0.80), hcm_variant="concentric" if concentric
-                       else "asymmetric", patches=tuple(patches), **common)
+        return Anatomy(
+            r_endo=_u(rng, 16, 22) * size,
+            t_free=t_free,
+            t_sept=t_sept,
+            ef=_u(rng, 0.66, 0.80),
+            hcm_variant="concentric" if concentric else "asymmetric",
+            patches=tuple(patches),
+            **common,
+        )
     if label == "MI":
         territory = str(rng.choice(["LAD", "LAD", "RCA", "LCx"]))
         if territory == "LAD":  # LAD infarcts sit mid-to-apical
@@ -233,53 +296,91 @@ def draw_anatomy(label: str, rng: np.random.Generator, n_slices: int) -> Anatomy
         if territory != "LAD":
             hi = min(hi, max(mid, int(2 * n / 3)))
         t = _u(rng, 8, 11)
-        return Anatomy(r_endo=_u(rng, 23, 31) * size, t_free=t, t_sept=t + _u(rng, 0, 1),
-                       ef=_u(rng, 0.35, 0.55), mi_territory=territory,
-                       mi_centre=TERRITORY_CENTRE[territory] + _u(rng, -15, 15),
-                       mi_extent=_u(rng, 40, 110), mi_transmurality=_u(rng, 0.3, 1.0),
-                       mi_slices=(lo, hi), mi_wobble=_u(rng, 0, 6.28), **common)
+        return Anatomy(
+            r_endo=_u(rng, 23, 31) * size,
+            t_free=t,
+            t_sept=t + _u(rng, 0, 1),
+            ef=_u(rng, 0.35, 0.55),
+            mi_territory=territory,
+            mi_centre=TERRITORY_CENTRE[territory] + _u(rng, -15, 15),
+            mi_extent=_u(rng, 40, 110),
+            mi_transmurality=_u(rng, 0.3, 1.0),
+            mi_slices=(lo, hi),
+            mi_wobble=_u(rng, 0, 6.28),
+            **common,
+        )
     if label == "CAM":
         t = _u(rng, 12, 16)
         common.update(
-            blood=_u(rng, 0.16, 0.3), myo=_u(rng, 0.32, 0.45), scar=_u(rng, 0.85, 1.0),
-            t_rv=_u(rng, 4.5, 6.5), t1_myo=_u(rng, 1300, 1500), post_t1_myo=_u(rng, 250, 300),
+            blood=_u(rng, 0.16, 0.3),
+            myo=_u(rng, 0.32, 0.45),
+            scar=_u(rng, 0.85, 1.0),
+            t_rv=_u(rng, 4.5, 6.5),
+            t1_myo=_u(rng, 1300, 1500),
+            post_t1_myo=_u(rng, 250, 300),
             post_t1_blood=_u(rng, 290, 340),
         )
-        return Anatomy(r_endo=_u(rng, 18, 24) * size, t_free=t, t_sept=t + _u(rng, 0, 1.5),
-                       ef=_u(rng, 0.42, 0.60), cam_ring_mm=_u(rng, 2.2, 3.8),
-                       cam_patchy=bool(rng.random() < 0.25), **common)
+        return Anatomy(
+            r_endo=_u(rng, 18, 24) * size,
+            t_free=t,
+            t_sept=t + _u(rng, 0, 1.5),
+            ef=_u(rng, 0.42, 0.60),
+            cam_ring_mm=_u(rng, 2.2, 3.8),
+            cam_patchy=bool(rng.random() < 0.25),
+            **common,
+        )
     # LVNC
     t_c = _u(rng, 4, 6)
     arc_centre = _u(rng, 300, 380) % 360  # lateral / inferolateral, sometimes anterolateral
     arc_width = _u(rng, 150, 250)
     n_spikes = int(rng.integers(6, 13))
     offsets = np.sort(rng.uniform(-0.5, 0.5, n_spikes)) * arc_width
-    spikes = tuple((float((arc_centre + o) % 360), _u(rng, 2.2, 3.6), _u(rng, 0.55, 1.0))
-                   for o in offsets)
+    spikes = tuple(
+        (float((arc_centre + o) % 360), _u(rng, 2.8, 4.2), _u(rng, 0.65, 1.0)) for o in offsets
+    )
     patches = ()
     if rng.random() < 0.15:
-        patches = (Patch("inferior RV insertion", RV_INSERTION["inferior"] + _u(rng, -6, 6),
-                         _u(rng, 6, 10), 0.3, 0.8, mid, min(n - 1, mid + 1), 0.7, 0.0, 0.0),)
-    return Anatomy(r_endo=_u(rng, 25, 32) * size, t_free=t_c, t_sept=t_c + _u(rng, 0.5, 2.5),
-                   ef=_u(rng, 0.38, 0.58), lvnc_ratio=_u(rng, 2.3, 3.4),
-                   lvnc_arc=(arc_centre, arc_width), lvnc_from=int(rng.integers(1, mid + 1)),
-                   lvnc_spikes=spikes, patches=patches, **common)
+        patches = (
+            Patch(
+                "inferior RV insertion",
+                RV_INSERTION["inferior"] + _u(rng, -6, 6),
+                _u(rng, 6, 10),
+                0.3,
+                0.8,
+                mid,
+                min(n - 1, mid + 1),
+                0.7,
+                0.0,
+                0.0,
+            ),
+        )
+    return Anatomy(
+        r_endo=_u(rng, 25, 32) * size,
+        t_free=t_c,
+        t_sept=t_c + _u(rng, 0.5, 2.5),
+        ef=_u(rng, 0.38, 0.58),
+        lvnc_ratio=_u(rng, 2.3, 3.4),
+        lvnc_arc=(arc_centre, arc_width),
+        lvnc_from=int(rng.integers(1, max(1, mid - 1) + 1)),
+        lvnc_spikes=spikes,
+        patches=patches,
+        **common,
+    )
 
 
 def draw_body(rng: np.random.Generator) -> Body:
     """A chest around the heart: the heart sits anterior and left of the body centre."""
-    ax, ay = _u(rng, 150, 185), _u(rng, 105, 130)
     return Body(
-        centre=(_u(rng, -45, -25), _u(rng, 35, 55)),
-        semi=(ax, ay),
+        centre=(_u(rng, -40, -25), _u(rng, 35, 50)),
+        semi=(_u(rng, 150, 185), _u(rng, 105, 125)),
         subcut_mm=_u(rng, 6, 18),
-        lung_l=((_u(rng, 60, 80), _u(rng, 35, 55), 25.0), (55.0, 70.0, 120.0)),
-        lung_r=((_u(rng, -110, -90), _u(rng, 30, 50), 35.0), (65.0, 75.0, 120.0)),
-        liver=((-70.0, 30.0, _u(rng, -135, -115)), (115.0, 95.0, 80.0)),
-        aorta=(_u(rng, 5, 25), _u(rng, 70, 85), _u(rng, 11, 14)),
-        spine=(_u(rng, -15, 0), _u(rng, 100, 115), _u(rng, 17, 22)),
-        lge_muscle=_u(rng, 0.08, 0.18),
-        lge_liver=_u(rng, 0.18, 0.3),
+        wall_mm=_u(rng, 12, 22),
+        mediastinum=(_u(rng, -25, -10), _u(rng, 60, 75), _u(rng, 22, 30), 45.0),
+        liver=((_u(rng, -80, -60), 25.0, _u(rng, -120, -105)), (115.0, 95.0, 80.0)),
+        aorta=(_u(rng, 5, 20), _u(rng, 65, 80), _u(rng, 11, 14)),
+        spine=(_u(rng, -20, -8), _u(rng, 95, 110), _u(rng, 17, 22)),
+        lge_muscle=_u(rng, 0.1, 0.2),
+        lge_liver=_u(rng, 0.22, 0.32),
         lge_fat=_u(rng, 0.42, 0.58),
     )
 
@@ -315,9 +416,9 @@ def wall_thickness(anat: Anatomy, phi: np.ndarray) -> np.ndarray:
     return t
 
 
-def render_heart(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray,
-                 contraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                    np.ndarray]:
+def render_heart(
+    anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray, contraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Label the heart at heart coordinates; contraction 0 = end-diastole, 1 = end-systole.
 
     Returns (labels with AIR where no heart, enhancement, lesion mask, pericardial fat mask).
@@ -347,16 +448,18 @@ def render_heart(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray,
     if anat.lvnc_ratio > 0:  # trabeculated layer: finger-like myocardium into the cavity
         nc = anat.lvnc_ratio * anat.t_free * f_en * (1.0 - 0.4 * contraction)
         zone = cav & (rho > r_in - nc) & (z >= SLICE_GAP_MM * anat.lvnc_from - 8.0)
-        trab = np.zeros(x.shape, bool)
+        zone &= np.abs(_angdiff(phi, anat.lvnc_arc[0])) <= anat.lvnc_arc[1] / 2.0 + 6.0
+        idx = np.nonzero(zone)  # only the trabeculated zone needs the per-spike geometry
+        zr, zp, zz, zin, znc = rho[idx], phi[idx], z[idx], r_in[idx], nc[idx]
+        hit = np.zeros(zr.shape, bool)
         for k, (sp_phi, half_w, frac) in enumerate(anat.lvnc_spikes):
-            twisted = sp_phi + 0.15 * z  # trabeculae run obliquely along the long axis
-            reach = nc * frac * (0.85 + 0.15 * np.cos(0.07 * z + k))
-            along = (r_in - rho) / np.maximum(reach, 1e-3)  # 0 at the compact layer, 1 at tip
-            across_mm = np.radians(np.abs(_angdiff(phi, twisted))) * rho
-            trab |= zone & (along <= 1.0) & (across_mm <= half_w * (1.0 - along) + 0.6)
-        # recesses between the trabeculae stay blood; arcs outside the NC region stay smooth
-        arc = np.abs(_angdiff(phi, anat.lvnc_arc[0])) <= anat.lvnc_arc[1] / 2.0 + 6.0
-        trab &= arc
+            reach = znc * frac * (0.85 + 0.15 * np.cos(0.07 * zz + k))
+            along = (zin - zr) / np.maximum(reach, 1e-3)  # 0 at the compact layer, 1 at the tip
+            twisted = sp_phi + 0.15 * zz  # trabeculae run obliquely along the long axis
+            across_mm = np.radians(np.abs(_angdiff(zp, twisted))) * zr
+            hit |= (along <= 1.0) & (across_mm <= half_w * (1.0 - along) + 0.6)
+        trab = np.zeros(x.shape, bool)
+        trab[idx] = hit  # recesses between the trabeculae stay blood
         myo |= trab
         cav &= ~trab
 
@@ -383,7 +486,8 @@ def render_heart(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray,
     groove = 0.3 + 0.7 * (0.5 + 0.5 * np.cos(np.radians(2.0 * (phi - 90.0))))
     fat_lv = in_z & (rho < r_out + anat.fat_mm * groove) & (z <= len_epi)
     e_fat = ((x - xc) / (a + anat.t_rv + 0.6 * anat.fat_mm)) ** 2 + (
-        y / (b + anat.t_rv + 0.6 * anat.fat_mm)) ** 2
+        y / (b + anat.t_rv + 0.6 * anat.fat_mm)
+    ) ** 2
     fat = (fat_lv | (rv_z & (e_fat < 1.0))) & (labels == AIR)
 
     # Atria above the base, only seen on long-axis views and localizers.
@@ -396,8 +500,9 @@ def render_heart(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray,
     lesion = np.zeros(x.shape, bool)
     for p in anat.patches:
         w = _window(_angdiff(phi, p.phi) / p.half_width) * _band(depth, p.d_lo, p.d_hi)
-        mod = 0.7 + 0.3 * np.cos(p.freq * np.radians(_angdiff(phi, p.phi)) * 6.0
-                                 + 0.12 * z + p.phase)
+        mod = 0.7 + 0.3 * np.cos(
+            p.freq * np.radians(_angdiff(phi, p.phi)) * 6.0 + 0.12 * z + p.phase
+        )
         e = p.amp * w * mod * _zrange(z, p.k_lo, p.k_hi)
         enh = np.maximum(enh, np.where(myo, e, 0.0).astype(np.float32))
     if anat.mi_territory:
@@ -421,8 +526,9 @@ def render_heart(anat: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray,
     return labels, enh, lesion, fat
 
 
-def render_points(anat: Anatomy, body: Body, frame: Frame, points: np.ndarray,
-                  contraction: float = 0.0) -> TissueMaps:
+def render_points(
+    anat: Anatomy, body: Body, frame: Frame, points: np.ndarray, contraction: float = 0.0
+) -> TissueMaps:
     """Tissue maps at patient-space points (shape (3, ...)): body first, then the heart."""
     h = frame.origin + 0.5 * anat.length * frame.ez  # LV centre, the body's reference point
     d = points - h.reshape((3,) + (1,) * (points.ndim - 1))
@@ -430,19 +536,20 @@ def render_points(anat: Anatomy, body: Body, frame: Frame, points: np.ndarray,
     labels = np.zeros(dx.shape, np.uint8)
     bx, by = body.centre
     ax, ay = body.semi
-    e_body = ((dx - bx) / ax) ** 2 + ((dy - by) / ay) ** 2
-    inside = e_body < 1.0
-    labels[inside] = MUSCLE
-    s = body.subcut_mm
-    labels[inside & ((((dx - bx) / (ax - s)) ** 2 + ((dy - by) / (ay - s)) ** 2) >= 1.0)] = FAT
 
-    def ellipsoid(spec: tuple[tuple[float, float, float], tuple[float, float, float]]
-                  ) -> np.ndarray:
-        (cx, cy, cz), (sx, sy, sz) = spec
-        return (((dx - cx) / sx) ** 2 + ((dy - cy) / sy) ** 2 + ((dz - cz) / sz) ** 2) < 1.0
+    def cyl(sx: float, sy: float) -> np.ndarray:
+        return (((dx - bx) / sx) ** 2 + ((dy - by) / sy) ** 2) < 1.0
 
-    labels[inside & (ellipsoid(body.lung_l) | ellipsoid(body.lung_r))] = LUNG
-    labels[inside & ellipsoid(body.liver)] = LIVER
+    inside = cyl(ax, ay)
+    labels[inside] = FAT
+    s_fat, s_wall = body.subcut_mm, body.subcut_mm + body.wall_mm
+    labels[cyl(ax - s_fat, ay - s_fat)] = MUSCLE
+    labels[cyl(ax - s_wall, ay - s_wall)] = LUNG
+    mx, my, msx, msy = body.mediastinum
+    labels[inside & ((((dx - mx) / msx) ** 2 + ((dy - my) / msy) ** 2) < 1.0)] = MUSCLE
+    (cx, cy, cz), (sx, sy, sz) = body.liver
+    liver = (((dx - cx) / sx) ** 2 + ((dy - cy) / sy) ** 2 + ((dz - cz) / sz) ** 2) < 1.0
+    labels[inside & liver & (labels != FAT)] = LIVER
     labels[np.hypot(dx - body.aorta[0], dy - body.aorta[1]) < body.aorta[2]] = OTHER_BLOOD
     labels[np.hypot(dx - body.spine[0], dy - body.spine[1]) < body.spine[2]] = BONE
 
@@ -450,19 +557,38 @@ def render_points(anat: Anatomy, body: Body, frame: Frame, points: np.ndarray,
     hx = np.tensordot(frame.ex, o, axes=1)
     hy = np.tensordot(frame.ey, o, axes=1)
     hz = np.tensordot(frame.ez, o, axes=1)
-    heart, enh, lesion, fat = render_heart(anat, hx, hy, hz, contraction)
-    labels[fat] = FAT
-    labels[heart != AIR] = heart[heart != AIR]
+    # The heart only needs evaluating near the LV axis (ventricles, fat, atria): a cylinder.
+    reach = anat.r_endo + anat.max_thickness + anat.t_rv + 1.6 * anat.rv_width + anat.fat_mm + 30
+    near = np.nonzero(
+        (hx * hx + hy * hy < reach * reach) & (hz > -70.0) & (hz < anat.length + 20.0)
+    )
+    heart, enh_n, lesion_n, fat = render_heart(anat, hx[near], hy[near], hz[near], contraction)
+    enh = np.zeros(labels.shape, np.float32)
+    lesion = np.zeros(labels.shape, bool)
+    enh[near], lesion[near] = enh_n, lesion_n
+    sub = labels[near]
+    sub[fat] = FAT
+    sub[heart != AIR] = heart[heart != AIR]
+    labels[near] = sub
     return TissueMaps(labels=labels, enh=enh, lesion=lesion)
 
 
-def plane_points(top_left: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
-                 rows: int, cols: int, spacing: tuple[float, float]) -> np.ndarray:
+def plane_points(
+    top_left: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    rows: int,
+    cols: int,
+    spacing: tuple[float, float],
+) -> np.ndarray:
     """Patient coordinates of pixel centres, DICOM convention (spacing = row, column)."""
     a = np.arange(rows, dtype=np.float64)[:, None] * spacing[0]
     b = np.arange(cols, dtype=np.float64)[None, :] * spacing[1]
-    return (top_left[:, None, None] + row_dir[:, None, None] * b[None]
-            + col_dir[:, None, None] * a[None])
+    return (
+        top_left[:, None, None]
+        + row_dir[:, None, None] * b[None]
+        + col_dir[:, None, None] * a[None]
+    )
 
 
 # ----------------------------------------------------------------------------- contrasts
@@ -471,8 +597,13 @@ def plane_points(top_left: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
 def lge_signal(maps: TissueMaps, anat: Anatomy, body: Body) -> np.ndarray:
     """Noise-free PSIR (signed) signal in units where scar ~ 1."""
     table = np.zeros(N_TISSUES, np.float32)
-    table[[LUNG, MUSCLE, LIVER, FAT, BONE]] = [0.02, body.lge_muscle, body.lge_liver,
-                                               body.lge_fat, 0.12]
+    table[[LUNG, MUSCLE, LIVER, FAT, BONE]] = [
+        0.02,
+        body.lge_muscle,
+        body.lge_liver,
+        body.lge_fat,
+        0.12,
+    ]
     table[[LV_BLOOD, RV_BLOOD, OTHER_BLOOD]] = anat.blood
     table[[LV_MYO, RV_MYO]] = anat.myo
     img = table[maps.labels]
@@ -487,16 +618,44 @@ def cine_signal(maps: TissueMaps) -> np.ndarray:
 
 def t1_signal(maps: TissueMaps, anat: Anatomy) -> np.ndarray:
     """Native T1 map in ms; enhancement marks tissue with expanded extracellular space."""
-    table = np.array([0.0, 0.0, 980.0, 600.0, 300.0, anat.t1_blood, anat.t1_blood,
-                      anat.t1_myo, anat.t1_myo, anat.t1_blood, 700.0], np.float32)
+    table = np.array(
+        [
+            0.0,
+            0.0,
+            980.0,
+            600.0,
+            300.0,
+            anat.t1_blood,
+            anat.t1_blood,
+            anat.t1_myo,
+            anat.t1_myo,
+            anat.t1_blood,
+            700.0,
+        ],
+        np.float32,
+    )
     img = table[maps.labels]
     return img + np.clip(maps.enh, 0, 1) * (anat.t1_scar - anat.t1_myo)
 
 
 def ti_signal(maps: TissueMaps, anat: Anatomy, ti: float) -> np.ndarray:
     """Look-Locker magnitude |1 - 2 exp(-TI/T1)|: blood nulls first, then myocardium."""
-    t1 = np.array([1e9, 1200.0, 550.0, 380.0, 260.0, anat.post_t1_blood, anat.post_t1_blood,
-                   anat.post_t1_myo, anat.post_t1_myo, anat.post_t1_blood, 500.0], np.float32)
+    t1 = np.array(
+        [
+            1e9,
+            1200.0,
+            550.0,
+            380.0,
+            260.0,
+            anat.post_t1_blood,
+            anat.post_t1_blood,
+            anat.post_t1_myo,
+            anat.post_t1_myo,
+            anat.post_t1_blood,
+            500.0,
+        ],
+        np.float32,
+    )
     pd = np.array([0.0, 0.1, 0.6, 0.7, 0.9, 1.0, 1.0, 0.8, 0.8, 1.0, 0.4], np.float32)
     tt = t1[maps.labels]
     tt = tt + maps.enh * (anat.post_t1_scar - tt)
@@ -528,10 +687,12 @@ def shading(shape: tuple[int, int], gx: float, gy: float) -> np.ndarray:
     return 1.0 + gx * xx + gy * yy
 
 
-def complex_noise(true: np.ndarray, sigma: float, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def complex_noise(
+    true: np.ndarray, sigma: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """PSIR (real part with Gaussian noise) and magnitude (Rician) from one complex draw."""
-    n1 = rng.normal(0.0, sigma, true.shape).astype(np.float32)
-    n2 = rng.normal(0.0, sigma, true.shape).astype(np.float32)
-    real = true + n1
+    n1 = rng.standard_normal(true.shape, dtype=np.float32)
+    n2 = rng.standard_normal(true.shape, dtype=np.float32)
+    real = true + np.float32(sigma) * n1
+    n2 *= np.float32(sigma)
     return real, np.hypot(real, n2)
