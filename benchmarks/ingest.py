@@ -38,7 +38,7 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def ingest_once(cohort: Path, out: Path, workers: int) -> dict:
+def ingest_once(cohort: Path, out: Path, workers: int, timings: dict | None = None) -> dict:
     return run_ingest(
         dicom_dir=cohort / "dicom",
         nifti_dir=None,
@@ -51,18 +51,28 @@ def ingest_once(cohort: Path, out: Path, workers: int) -> dict:
         split_cfg=SplitConfig(test_per_class=2, probe_per_class=1, min_train_per_class=1),
         seed=0,
         workers=workers,
+        timings=timings,
     )
 
 
-def naive(files: list[str]) -> None:
+def naive(files: list[str]) -> int:
+    """Per file: decode, then resize every frame to 256 with PIL. Returns slices produced."""
+    slices = 0
     for path in files:
         pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
-        Image.fromarray(pixels, mode="F").resize((256, 256), Image.Resampling.BILINEAR)
+        for frame in pixels.reshape(-1, *pixels.shape[-2:]):
+            Image.fromarray(frame, mode="F").resize((256, 256), Image.Resampling.BILINEAR)
+            slices += 1
+    return slices
 
 
-def bare(files: list[str]) -> None:
+def bare(files: list[str]) -> int:
+    """Per file: decode only. Returns slices decoded."""
+    slices = 0
     for path in files:
-        pydicom.dcmread(path).pixel_array  # noqa: B018 (decoding is the point)
+        pixels = pydicom.dcmread(path).pixel_array
+        slices += pixels.shape[0] if pixels.ndim == 3 else 1
+    return slices
 
 
 def dry_run_14k(work: Path, n_files: int = 14000) -> dict:
@@ -73,9 +83,11 @@ def dry_run_14k(work: Path, n_files: int = 14000) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"IM{i:05d}.dcm").write_bytes(b"")
     (work / "data/site/labels.csv").write_text("patient_id,label\n")
-    args = ["-n", "--cores", "2", "--config", "data={'source': 'local', "
-            "'dicom_dir': 'data/site/dicom', 'labels_csv': 'data/site/labels.csv', "
-            "'nifti_dir': None, 'boxes_csv': None}"]  # fmt: skip
+    (work / "config/site.yaml").write_text(
+        "data:\n  source: local\n  dicom_dir: data/site/dicom\n"
+        "  labels_csv: data/site/labels.csv\n  nifti_dir: null\n  boxes_csv: null\n"
+    )
+    args = ["-n", "--cores", "2", "--configfile", "config/site.yaml"]
     seconds, result = timed(lambda: snakemake(work, *args))
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
@@ -96,13 +108,15 @@ def main() -> None:
                             nifti_share=0.0)  # fmt: skip
         generate_cohort(synth, tmp / "cohort", seed=0, workers=cores)
         ingest_once(tmp / "cohort", tmp / "warm", 1)  # warm the page cache for every variant
-        t1, s1 = timed(lambda: ingest_once(tmp / "cohort", tmp / "one", 1))
+        phases: dict[str, float] = {}
+        t1, s1 = timed(lambda: ingest_once(tmp / "cohort", tmp / "one", 1, phases))
         tn, sn = timed(lambda: ingest_once(tmp / "cohort", tmp / "all", cores))
         assert s1["images"] == sn["images"]
         outcomes = pd.read_csv(tmp / "one/private/file_outcomes.csv")
         files = sorted(outcomes.loc[outcomes["outcome"] == "ingested", "path"])
-        t_naive, _ = timed(lambda: naive(files))
-        t_bare, _ = timed(lambda: bare(files))
+        t_naive, naive_slices = timed(lambda: naive(files))
+        t_bare, bare_slices = timed(lambda: bare(files))
+        assert naive_slices == bare_slices == s1["images"]
         dry = dry_run_14k(tmp / "dry")
     slices = s1["images"]
     report = {
@@ -113,24 +127,27 @@ def main() -> None:
         "slices_per_s": {
             "ours_1_process": round(slices / t1, 1),
             f"ours_{cores}_processes": round(slices / tn, 1),
-            "naive_loop_1_process": round(len(files) / t_naive, 1),
-            "bare_decode_1_process": round(len(files) / t_bare, 1),
+            "naive_loop_1_process": round(slices / t_naive, 1),
+            "bare_decode_1_process": round(slices / t_bare, 1),
         },
+        "ours_1_process_seconds": {k: round(v, 2) for k, v in phases.items()},
         "ratios": {
             "parallel_speedup": round(t1 / tn, 2),
             "ours_parallel_vs_naive": round(t_naive / tn, 2),
-            "per_slice_cost_vs_bare_decode_1_process": round(
-                (t1 / slices) / (t_bare / len(files)), 2
-            ),
+            "pixel_stage_per_slice_vs_bare_decode": round(phases["render"] / t_bare, 2),
+            "end_to_end_per_slice_vs_bare_decode": round(t1 / t_bare, 2),
         },
         "targets": {
             "parallel_speedup": ">= 1.8 on 2 cores",
             "per_slice_cost_vs_bare_decode": "<= 1.5",
         },
         "dry_run_14k": dry,
-        "note": "ours indexes every file in the tree (headers only) and renders the LGE slices; "
-        "naive and bare decode only the ingested files",
-    }  # fmt: skip
+        "note": (
+            "ours indexes the headers of every file in the tree (an exam has ~5 other files per "
+            "LGE slice), then renders the LGE slices (decode, LUT, normalise, resample, PNG, "
+            "sha256); naive and bare touch only the ingested files"
+        ),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ingest.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [(k, v) for k, v in report["slices_per_s"].items()]

@@ -243,3 +243,19 @@ def test_holdout_sizes_for_tiny_classes():
     cfg = SplitConfig(30, 10, 4)
     assert holdout_sizes(3, cfg) == (0, 0, holdout_sizes(3, cfg)[2])
     assert holdout_sizes(44, cfg)[:2] == (30, 10)
+
+
+def test_png_writer_round_trips_through_pillow():
+    import io
+
+    from PIL import Image
+
+    from cmr_rd.ingest.pixels import to_png_bytes
+
+    rng = np.random.default_rng(0)
+    image01 = rng.random((37, 53)).astype(np.float32)
+    png = to_png_bytes(image01)
+    decoded = np.asarray(Image.open(io.BytesIO(png)))
+    assert decoded.shape == (37, 53) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, np.rint(image01 * 255).astype(np.uint8))
+    assert to_png_bytes(image01) == png  # deterministic bytes

@@ -8,9 +8,11 @@ log folder; everything under the output folder is keyed by pseudonyms and hashed
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +37,6 @@ from cmr_rd.ingest.pixels import (
 )
 from cmr_rd.ingest.series import SeriesVerdict, Slice, choose_stack, classify_series, slices_of
 from cmr_rd.ingest.split import SplitConfig, assign_splits
-from cmr_rd.lineage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ def render_patient(job: PatientJob) -> dict:
         rank = job.ranks[i]
         rel = Path("images") / job.pseudonym / f"{job.pseudonym}_z{rank:02d}.png"
         (Path(job.out_dir) / rel).write_bytes(png)
+        digest = hashlib.sha256(png).hexdigest()
         box = job.boxes.get(rank)
         out_box = frame.box(*box) if box else None
         if out_box and not (out_box[0] < out_box[2] and out_box[1] < out_box[3]):
@@ -314,6 +316,7 @@ def render_patient(job: PatientJob) -> dict:
                 "source_kind": job.source_kind,
                 "lge_kind": job.lge_kind,
                 "spacing_source": spacing_sources[i],
+                "sha256": digest,
                 "path": job.nifti_path or job.slices[i].path,
             }
         )
@@ -491,8 +494,15 @@ def run_ingest(
     split_cfg: SplitConfig,
     seed: int,
     workers: int = 1,
+    timings: dict[str, float] | None = None,
 ) -> dict:
-    """Run the whole stage. Returns the reconciliation summary (also written to disk)."""
+    """Run the whole stage. Returns the reconciliation summary (also written to disk).
+
+    `timings`, if given, receives wall seconds per phase (index, render, write); they are kept
+    out of the outputs so that reruns stay byte-identical.
+    """
+    clock = time.perf_counter()
+    timings = {} if timings is None else timings
     out_dir, private_dir = Path(out_dir), Path(private_dir)
     if (out_dir / "images").exists():
         shutil.rmtree(out_dir / "images")  # stale images of a previous run must not linger
@@ -508,12 +518,14 @@ def run_ingest(
     )
     nifti_jobs, nifti_seen = _nifti_jobs(nifti_dir, labels, boxes, key, cfg, out_dir, outcomes)
     jobs = dicom_jobs + nifti_jobs
+    timings["index"] = time.perf_counter() - clock
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rendered = list(pool.map(render_patient, jobs, chunksize=4))
     else:
         rendered = [render_patient(job) for job in jobs]
 
+    timings["render"] = time.perf_counter() - clock - timings["index"]
     rows = []
     for job, result in zip(jobs, rendered, strict=True):
         for failure in result["failures"]:
@@ -536,7 +548,11 @@ def run_ingest(
             outcomes.finding("label_row", pid, QUARANTINED, "label row has no images")
 
     files_on_disk = sum(len(list_files(d)) for d in (dicom_dir, nifti_dir) if d and d.exists())
-    return _write_outputs(rows, outcomes, key, split_cfg, seed, out_dir, private_dir, files_on_disk)
+    summary = _write_outputs(
+        rows, outcomes, key, split_cfg, seed, out_dir, private_dir, files_on_disk
+    )
+    timings["total"] = time.perf_counter() - clock
+    return summary
 
 
 MANIFEST_COLUMNS = [
@@ -559,10 +575,9 @@ def _public_reason(reason: str) -> str:
 def _write_outputs(rows, outcomes, key, split_cfg, seed, out_dir, private_dir, files_on_disk):
     patients = {row["patient"]: row["label"] for row in rows}
     splits, notes = assign_splits(patients, split_cfg, seed)
-    table = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS[:3], *MANIFEST_COLUMNS[4:-1], "path"])
+    table = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS[:3], *MANIFEST_COLUMNS[4:], "path"])
     table = table.sort_values(["patient", "slice_rank"], kind="stable").reset_index(drop=True)
     table["split"] = table["patient"].map(splits)
-    table["sha256"] = [sha256_file(out_dir / p) for p in table["image"]]
     table[MANIFEST_COLUMNS].to_parquet(out_dir / "manifest.parquet", index=False)
 
     counts = []

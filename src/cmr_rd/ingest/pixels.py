@@ -6,7 +6,8 @@ field of view in millimetres, centred on the image), used for both the image and
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,9 +101,24 @@ def resample(image01: np.ndarray, frame: SquareFrame) -> np.ndarray:
     return np.asarray(out)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def to_png_bytes(image01: np.ndarray) -> bytes:
-    """8-bit grayscale PNG with no metadata, so the bytes depend on the pixels alone."""
+    """8-bit grayscale PNG: no filter, zlib level 1, no metadata.
+
+    Written by hand because PIL's adaptive filtering costs more than decoding the DICOM slice,
+    and because the bytes then depend on the pixels and zlib alone, not on the Pillow version.
+    """
     pixels = np.clip(np.rint(image01 * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
+    height, width = pixels.shape
+    scanlines = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 (None) per row
+    scanlines[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, grayscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1))
+        + _png_chunk(b"IEND", b"")
+    )
