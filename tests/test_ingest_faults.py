@@ -88,7 +88,9 @@ def damaged(tmp_path_factory):
     )
     labels.to_csv(cohort / "labels.csv", index=False)
     with open(cohort / "boxes.csv", "a") as handle:
-        handle.write(f"{a},psir,1.2.3,,,50,10,40,20\n")
+        handle.write(f"{a},psir,1.2.3,,,50,10,40,20\n")  # x1 > x2
+        handle.write(f"{a},psir,1.2.3,first,,10,10,40,20\n")  # frame not an integer
+        handle.write(f"{a},psir,1.2.3,,,10,ten,40,20\n")  # non-numeric coordinate
     broken_nifti = sorted((cohort / "nifti").glob("*.nii.gz"))[0]
     broken_nifti.write_bytes(b"not gzip at all")
     summary = _ingest(cohort, root / "damaged")
@@ -117,7 +119,12 @@ def test_each_fault_has_its_specific_reason(damaged):
     assert (d, "patient has no usable LGE short-axis stack") in said
     assert ("GHOST-1", "label row has no images") in said
     assert any(s == e and r.startswith("unknown class 'Takotsubo'") for s, r in said)
-    assert any(kind == "box_row" for kind in findings["kind"])
+    box_reasons = set(findings.loc[findings["kind"] == "box_row", "reason"])
+    assert box_reasons == {
+        "box needs x1 < x2 and y1 < y2",
+        "frame/slice_index is not an integer",
+        "non-numeric box coordinate",
+    }
 
 
 def test_zero_spacing_is_guarded_and_recorded(damaged):

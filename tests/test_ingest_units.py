@@ -259,3 +259,23 @@ def test_png_writer_round_trips_through_pillow():
     assert decoded.shape == (37, 53) and decoded.dtype == np.uint8
     assert np.array_equal(decoded, np.rint(image01 * 255).astype(np.uint8))
     assert to_png_bytes(image01) == png  # deterministic bytes
+
+
+def test_labels_csv_mistakes_name_the_file_and_column(tmp_path):
+    from cmr_rd.ingest.pipeline import InputError, Outcomes, read_labels
+
+    bad = tmp_path / "labels.csv"
+    bad.write_text("mrn,diagnosis\n1,HCM\n")
+    with pytest.raises(
+        InputError, match=r"labels\.csv: missing required column\(s\) \['label', 'patient_id'\]"
+    ):
+        read_labels(bad, Outcomes())
+    with pytest.raises(InputError, match="does not exist"):
+        read_labels(tmp_path / "nope.csv", Outcomes())
+    good = tmp_path / "ok.csv"
+    good.write_text("patient_id,label\nA,hcm\nA,HCM\nB,Normal\nC,HCM\nC,DCM\n,MI\n")
+    outcomes = Outcomes()
+    labels, _ = read_labels(good, outcomes)
+    assert labels == {"A": "HCM", "B": "NOR"}  # C has conflicting labels
+    reasons = {f["reason"] for f in outcomes.findings}
+    assert reasons == {"conflicting labels for one patient", "empty patient_id"}

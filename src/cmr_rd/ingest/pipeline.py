@@ -162,7 +162,9 @@ def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple
         uid, frame, index = (
             row.get(k, "").strip() for k in ("sop_instance_uid", "frame", "slice_index")
         )
-        if uid:
+        if (frame and not frame.isdigit()) or (index and not index.isdigit()):
+            outcomes.finding("box_row", where, QUARANTINED, "frame/slice_index is not an integer")
+        elif uid:
             boxes[("sop", uid, int(frame) - 1 if frame else None)] = box
         elif index:
             boxes[("nifti", row["patient_id"].strip(), int(index))] = box
