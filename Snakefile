@@ -11,6 +11,17 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/ingest.smk"
+include: "rules/rewrite.smk"
+include: "rules/datasets.smk"
+
+
+localrules:
+    all,
+    rewrite_qc,
+    coldstart_shard,
+    coldstart_dataset,
+    alignment_dataset,
+    prompt_datasets,
 
 
 rule all:

@@ -1,4 +1,5 @@
 # Shared config validation, path helpers and input functions.
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -42,4 +43,8 @@ def final_targets():
     return [
         f"{INGEST}/manifest.parquet",
         f"{INGEST}/qc/manifest.json",
+        "results/rewrite/qc/manifest.json",
+        "results/datasets/coldstart.jsonl",
+        "results/datasets/alignment.jsonl",
+        "results/datasets/rl_prompts.jsonl",
     ]

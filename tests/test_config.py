@@ -72,3 +72,9 @@ def test_snakemake_refuses_a_typo_naming_the_key(repo, tmp_path):
     assert result.returncode != 0
     assert "unknown config key 'ingest.prefered'" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_config_readme_table_is_generated_from_the_schema(repo):
+    from cmr_rd.devtools import config_key_table
+
+    assert config_key_table(repo / "config/schema.yaml") in (repo / "config/README.md").read_text()

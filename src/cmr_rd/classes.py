@@ -66,3 +66,16 @@ def canonical_label(text: str | None) -> str | None:
     if text is None:
         return None
     return _ALIASES.get(_norm(str(text)))
+
+
+def mentioned_classes(text: str) -> list[str]:
+    """Classes named anywhere in free text (whole words/phrases), in class order."""
+    norm = " " + re.sub(r"[^a-z0-9]+", " ", _norm(text)) + " "
+    found = set()
+    for alias, label in _ALIASES.items():
+        phrase = " " + re.sub(r"[^a-z0-9]+", " ", alias).strip() + " "
+        if phrase.strip() and phrase in norm:
+            found.add(label)
+    # "non-compaction" also contains words of no other class; "normal" inside "abnormal" cannot
+    # match because matching is on whole words.
+    return [c for c in CLASSES if c in found]

@@ -35,3 +35,44 @@ def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.Co
         env=env,
         timeout=timeout,
     )
+
+
+def config_key_table(schema_path: Path = REPO / "config/schema.yaml") -> str:
+    """The Markdown table of every config key, generated from the schema (config/README.md)."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(node: dict, prefix: str = "") -> None:
+        for key, sub in node.get("properties", {}).items():
+            name = f"{prefix}{key}"
+            kind = sub.get("type", "")
+            kind = " or ".join(kind) if isinstance(kind, list) else kind
+            if "enum" in sub:
+                kind += (
+                    " (" + " / ".join("null" if v is None else str(v) for v in sub["enum"]) + ")"
+                )
+            default = ""
+            if sub.get("type") != "object":
+                dumped = yaml.safe_dump(sub.get("default"), default_flow_style=True).strip()
+                default = f"`{dumped.removesuffix('...').strip()}`"
+            meaning = " ".join(sub.get("description", "").split())
+            lines.append(f"| `{name}` | {kind} | {default} | {meaning} |")
+            walk(sub, name + ".")
+
+    walk(schema)
+    return "\n".join(lines) + "\n"
+
+
+def update_config_readme(readme: Path = REPO / "config/README.md") -> None:
+    """Rewrite the generated table between the markers in config/README.md."""
+    text = readme.read_text()
+    start, end = "<!-- keys:start -->\n", "<!-- keys:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(head + start + config_key_table() + end + tail)
+
+
+if __name__ == "__main__":
+    update_config_readme()

@@ -87,9 +87,11 @@ def write_manifest(
     outputs: Iterable[str | Path] = (),
     extra: dict | None = None,
 ) -> Path:
-    """Write `out_dir/manifest.json` for one stage."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write `out_dir/manifest.json` for one stage (or `out_dir` itself when it names a .json
+    file, for folders that several rules write into)."""
+    target = Path(out_dir)
+    path = target if target.suffix == ".json" else target / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
         "rule": rule,
         "git": git_state(),
@@ -101,6 +103,5 @@ def write_manifest(
     }
     if extra:
         manifest.update(extra)
-    path = out_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return path

@@ -1,0 +1,75 @@
+# Datasets for the training stages: alignment (1a), cold start (1b), prompts (GPPO, probe, test).
+DATASETS = "results/datasets"
+
+
+def coldstart_shards(wildcards):
+    """Re-evaluated after the QC checkpoint: one shard per class with accepted templates."""
+    accepted = checkpoints.rewrite_qc.get().output.accepted
+    labels = sorted(
+        {json.loads(line)["label"] for line in open(accepted) if line.strip()}
+    )
+    return expand(f"{DATASETS}/coldstart/{{label}}.jsonl", label=labels)
+
+
+rule coldstart_shard:
+    input:
+        accepted=rules.rewrite_qc.output.accepted,
+        manifest=rules.ingest.output.manifest,
+    output:
+        f"{DATASETS}/coldstart/{{label}}.jsonl",
+    log:
+        "logs/datasets/coldstart_{label}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        label="{label}",
+    script:
+        "../workflow/scripts/coldstart_shard.py"
+
+
+rule coldstart_dataset:
+    input:
+        shards=coldstart_shards,
+    output:
+        dataset=f"{DATASETS}/coldstart.jsonl",
+        lineage=f"{DATASETS}/coldstart.manifest.json",
+    log:
+        "logs/datasets/coldstart.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow/scripts/coldstart_dataset.py"
+
+
+rule alignment_dataset:
+    input:
+        manifest=rules.ingest.output.manifest,
+        scrubbed=rules.rewrite_reports.output.scrubbed,
+    output:
+        dataset=f"{DATASETS}/alignment.jsonl",
+        lineage=f"{DATASETS}/alignment.manifest.json",
+    log:
+        "logs/datasets/alignment.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        datasets=config["datasets"],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/alignment_dataset.py"
+
+
+rule prompt_datasets:
+    input:
+        manifest=rules.ingest.output.manifest,
+    output:
+        rl=f"{DATASETS}/rl_prompts.jsonl",
+        probe=f"{DATASETS}/probe.jsonl",
+        test=f"{DATASETS}/test.jsonl",
+        lineage=f"{DATASETS}/prompts.manifest.json",
+    log:
+        "logs/datasets/prompts.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow/scripts/prompt_datasets.py"

@@ -1,0 +1,62 @@
+# Stage 1b data: reports -> PHI gate -> o3 (or offline) templates -> QC checkpoint.
+REWRITE = "results/rewrite"
+
+
+def review_decisions(wildcards):
+    """The clinician's overrides, when the file exists: editing it reruns QC only."""
+    path = config["rewrite"]["review_decisions"]
+    return [path] if Path(path).is_file() else []
+
+
+rule rewrite_reports:
+    input:
+        manifest=rules.ingest.output.manifest,
+        labels=ingest_inputs()["labels_csv"],
+    output:
+        templates=f"{REWRITE}/templates.jsonl",
+        scrubbed=f"{REWRITE}/scrubbed_reports.jsonl",
+        ledger=f"{REWRITE}/ledger.csv",
+        totals=f"{REWRITE}/ledger.json",
+        lineage=f"{REWRITE}/manifest.json",
+    log:
+        "logs/rewrite/rewrite_reports.log",
+    benchmark:
+        "logs/benchmarks/rewrite_reports.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    params:
+        rewrite=config["rewrite"],
+        deid=config["deid"],
+        seed=config["seed"],
+        synthetic=SYNTHETIC,
+    script:
+        "../workflow/scripts/rewrite_reports.py"
+
+
+checkpoint rewrite_qc:
+    input:
+        templates=rules.rewrite_reports.output.templates,
+        decisions=review_decisions,
+    output:
+        accepted=f"{REWRITE}/qc/accepted.jsonl",
+        sheet=f"{REWRITE}/qc/review_sheet.csv",
+        summary=f"{REWRITE}/qc/qc_summary.csv",
+        lineage=f"{REWRITE}/qc/manifest.json",
+    log:
+        "logs/rewrite/rewrite_qc.log",
+    benchmark:
+        "logs/benchmarks/rewrite_qc.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        qc=config["rewrite"]["qc"],
+    script:
+        "../workflow/scripts/rewrite_qc.py"

@@ -1,0 +1,42 @@
+"""Every prompt the model or the rewriter sees, in one place, versioned.
+
+The diagnostic query is the same for SFT, GPPO and evaluation, so a checkpoint is always
+asked the question it was trained on.
+"""
+
+from __future__ import annotations
+
+from cmr_rd.classes import CLASSES, FULL_NAMES
+
+QUERY_VERSION = "q1"
+DIAGNOSTIC_QUERY = (
+    "This is a late gadolinium enhancement (LGE) cardiac MRI short-axis slice. "
+    "Which disease does it show: " + ", ".join(f"{c} ({FULL_NAMES[c]})" for c in CLASSES) + "? "
+    "Reason step by step from the enhancement pattern to its location to the differential "
+    "diagnosis, and answer exactly as "
+    "<think>reasoning</think><location>[x1,y1,x2,y2]</location><answer>NAME</answer>."
+)
+
+TEMPLATE_VERSION = "t1"
+REWRITE_SYSTEM = (
+    "You are a cardiac radiologist preparing teaching material. Rewrite the de-identified LGE "
+    "cardiac MRI report you are given into a reasoning template in the clinical order: "
+    "(1) lesion observation: what enhancement and what pattern is seen; "
+    "(2) localisation: which wall or segments, quoting the lesion box [x1, y1, x2, y2] in the "
+    "256x256 image when one is given, and saying there is no focal lesion when none is given; "
+    "(3) differential diagnosis: weigh the alternatives among " + ", ".join(CLASSES) + " and "
+    "end with exactly one final diagnosis. Do not hedge the final diagnosis. Use only facts in "
+    "the report; never add names, dates or identifiers. Reply with a JSON object with the keys "
+    '"observation", "localisation", "differential" and "diagnosis" (one of '
+    + ", ".join(CLASSES)
+    + "), and nothing else."
+)
+
+
+def rewrite_prompt(scrubbed_report: str, box: list[float] | None) -> str:
+    where = (
+        "Lesion box in the 256x256 image: [" + ", ".join(str(int(round(v))) for v in box) + "]."
+        if box
+        else "No lesion box is given for this image."
+    )
+    return f"{where}\n\nReport:\n{scrubbed_report.strip()}\n"

@@ -1,0 +1,248 @@
+"""The rewrite and QC stages: pool selection, scrubbing, the rewriter, QC, the review sheet.
+
+Reports carry PHI: they are read from the user's labels file, scrubbed, checked again, and only
+the scrubbed text leaves this module (to the rewriter and to results/rewrite/).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cmr_rd.classes import CLASSES
+from cmr_rd.ingest.deid import DeidKey
+from cmr_rd.prompts import REWRITE_SYSTEM, TEMPLATE_VERSION, rewrite_prompt
+from cmr_rd.rewrite import phi
+from cmr_rd.rewrite.offline import offline_rewrite
+from cmr_rd.rewrite.qc import CHECKS, QCConfig, decide, read_decisions, run_checks
+from cmr_rd.rewrite.client import Request, run_requests
+from cmr_rd.rewrite.templates import Template, parse_reply, validate_reply
+
+log = logging.getLogger(__name__)
+POOL_SEED_OFFSET = 202
+LEDGER_HEADER = "item_id,cache_key,api,model,attempt,status,input_tokens,output_tokens,cost_usd\n"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    pool_size: int = 120
+    min_per_class: int = 8
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def representative_slices(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One image per patient: the middle of its selected slices (mid-ventricular)."""
+    ordered = manifest.sort_values(["patient", "slice_rank"], kind="stable")
+    middle = ordered.groupby("patient", sort=True).apply(lambda g: g.iloc[(len(g) - 1) // 2])
+    return middle.reset_index(drop=True)
+
+
+def select_pool(manifest: pd.DataFrame, cfg: PoolConfig, seed: int) -> pd.DataFrame:
+    """Cold-start pool from training patients: a floor per class, the rest by class share."""
+    train = representative_slices(manifest[manifest["split"] == "train"])
+    rng = np.random.default_rng([seed, POOL_SEED_OFFSET])
+    by_class = {c: train[train["label"] == c].sort_values("patient") for c in CLASSES}
+    size = min(cfg.pool_size, len(train))
+    quota = {c: min(len(by_class[c]), cfg.min_per_class) for c in CLASSES}
+    left = size - sum(quota.values())
+    if left > 0:
+        spare = {c: len(by_class[c]) - quota[c] for c in CLASSES}
+        total_spare = sum(spare.values())
+        extra = {c: int(left * spare[c] / total_spare) if total_spare else 0 for c in CLASSES}
+        for c in sorted(CLASSES, key=lambda c: -spare[c]):  # largest pools absorb rounding
+            if sum(extra.values()) >= left:
+                break
+            if extra[c] < spare[c]:
+                extra[c] += 1
+        quota = {c: quota[c] + extra[c] for c in CLASSES}
+    chosen = [
+        by_class[c].iloc[np.sort(rng.permutation(len(by_class[c]))[: quota[c]])] for c in CLASSES
+    ]
+    return pd.concat(chosen).sort_values("patient").reset_index(drop=True)
+
+
+@dataclass
+class RewriteInputs:
+    scrubbed: dict[str, str] = field(default_factory=dict)  # pseudonym -> scrubbed report
+    withheld: dict[str, str] = field(default_factory=dict)  # pseudonym -> reason
+    patient_ids: dict[str, str] = field(default_factory=dict)  # pseudonym -> raw id (memory only)
+
+
+def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> RewriteInputs:
+    """Scrub every report of an ingested patient; the second check withholds what it flags."""
+    table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    out = RewriteInputs()
+    if "report" not in table.columns:
+        return out
+    for row in table.itertuples(index=False):
+        pid = row.patient_id.strip()
+        pseudo = key.pseudonym(pid)
+        if pseudo not in pseudonyms or pseudo in out.scrubbed:
+            continue
+        out.patient_ids[pseudo] = pid
+        if not row.report.strip():
+            out.withheld[pseudo] = "no report"
+            continue
+        text = phi.scrub(row.report, known=[pid])
+        leaks = phi.find_phi(text, known=[pid])
+        if leaks:
+            out.withheld[pseudo] = "PHI detected after scrubbing: " + ", ".join(sorted(set(leaks)))
+        else:
+            out.scrubbed[pseudo] = text
+    for pseudo in sorted(pseudonyms - set(out.patient_ids)):
+        out.withheld[pseudo] = "no label row with a report"
+    return out
+
+
+def run_rewrite(
+    *,
+    manifest_path: Path,
+    labels_csv: Path,
+    key: DeidKey,
+    pool_cfg: PoolConfig,
+    backend: str,
+    llm_cfg,
+    out_dir: Path,
+    cache_dir: Path,
+    seed: int,
+) -> dict:
+    """Scrub reports, choose the pool, rewrite each pool report; write templates and ledger."""
+    manifest = pd.read_parquet(manifest_path)
+    inputs = scrub_reports(labels_csv, set(manifest["patient"]), key)
+    write_jsonl(
+        [{"patient": p, "report": t} for p, t in sorted(inputs.scrubbed.items())],
+        out_dir / "scrubbed_reports.jsonl",
+    )
+    pool = select_pool(manifest, pool_cfg, seed)
+    rows, requests = [], []
+    for item in pool.itertuples(index=False):
+        box = list(item.box) if item.box is not None else None
+        row = {"item_id": item.patient, "label": item.label, "image": item.image, "box": box}
+        if item.patient in inputs.withheld:
+            row.update(status="refused", reason=inputs.withheld[item.patient], template=None)
+        else:
+            prompt = rewrite_prompt(inputs.scrubbed[item.patient], box)
+            requests.append((row, prompt, inputs.patient_ids[item.patient]))
+        rows.append(row)
+    if backend == "offline":
+        replies = {
+            r["item_id"]: offline_rewrite(p, r["box"], r["item_id"], seed) for r, p, _ in requests
+        }
+        results = {
+            r["item_id"]: ("ok", None, replies[r["item_id"]], False) for r, _p, _ in requests
+        }
+        ledger = {"backend": "offline", "calls": 0, "cost_usd": 0.0, "cache_hits": 0}
+        (out_dir / "ledger.csv").write_text(
+            "item_id,cache_key,api,model,attempt,status,input_tokens,output_tokens,cost_usd\n"
+        )
+    else:
+        answered = run_requests(
+            [Request(r["item_id"], REWRITE_SYSTEM, p, known=(pid,)) for r, p, pid in requests],
+            llm_cfg,
+            cache_dir,
+            out_dir / "ledger.csv",
+            validate_reply,
+        )
+        results = {a.item_id: (a.status, a.reason, a.reply, a.cached) for a in answered}
+        ledger = json.loads((out_dir / "ledger.json").read_text())
+    for row in rows:
+        if row["item_id"] in results:
+            status, reason, reply, cached = results[row["item_id"]]
+            template, problem = parse_reply(reply) if status == "ok" else (None, None)
+            row.update(
+                status=status if template or status != "ok" else "failed",
+                reason=reason or problem,
+                template=template.to_dict() if template else None,
+            )
+    write_jsonl(rows, out_dir / "templates.jsonl")
+    summary = {
+        "backend": backend,
+        "template_version": TEMPLATE_VERSION,
+        "pool": len(rows),
+        "pool_per_class": {c: int((pool["label"] == c).sum()) for c in CLASSES},
+        "status": {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "refused")},
+        "reports_scrubbed": len(inputs.scrubbed),
+        "reports_withheld": len(inputs.withheld),
+    }
+    if backend == "offline":
+        (out_dir / "ledger.json").write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def run_qc(
+    *, templates_path: Path, decisions_path: Path | None, cfg: QCConfig, out_dir: Path
+) -> dict:
+    """Checks, overrides, accepted set, review sheet and summary."""
+    rows = read_jsonl(templates_path)
+    decisions = read_decisions(decisions_path, {r["item_id"] for r in rows})
+    sheet, accepted = [], []
+    for row in rows:
+        review = decisions.get(row["item_id"])
+        entry = {"item_id": row["item_id"], "label": row["label"], "rewrite": row["status"]}
+        if row["status"] != "ok":
+            checks = dict.fromkeys(CHECKS, f"rewrite {row['status']}: {row['reason']}")
+            outcome, reason = "rejected", f"rewrite {row['status']}: {row['reason']}"
+            think = diagnosis = ""
+        else:
+            template = Template(**row["template"])
+            checks = run_checks(template, row["label"], row["box"], cfg, phi.find_phi)
+            outcome, reason = decide(checks, review)
+            think, diagnosis = template.think(), template.diagnosis
+            if outcome == "accepted":
+                accepted.append(
+                    {
+                        "id": row["item_id"],
+                        "patient": row["item_id"],
+                        "label": row["label"],
+                        "image": row["image"],
+                        "box": row["box"],
+                        "target": template.target(row["box"] or cfg.no_lesion_box),
+                    }
+                )
+        auto, _ = decide(checks, None)
+        entry.update({name: checks[name] or "pass" for name in CHECKS})
+        entry.update(
+            auto=auto if row["status"] == "ok" else "rejected",
+            decision=review[0] if review else "",
+            comment=review[1] if review else "",
+            outcome=outcome,
+            reason=reason,
+            diagnosis=diagnosis,
+            think=think,
+        )
+        sheet.append(entry)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(accepted, out_dir / "accepted.jsonl")
+    pd.DataFrame(sheet).to_csv(out_dir / "review_sheet.csv", index=False)
+    counts = (
+        pd.DataFrame(sheet)
+        .groupby(["label", "outcome", "reason"], sort=True)
+        .size()
+        .rename("count")
+        .reset_index()
+    )
+    counts.to_csv(out_dir / "qc_summary.csv", index=False)
+    per_class = {
+        c: {
+            "accepted": sum(1 for s in sheet if s["label"] == c and s["outcome"] == "accepted"),
+            "rejected": sum(1 for s in sheet if s["label"] == c and s["outcome"] == "rejected"),
+        }
+        for c in CLASSES
+    }
+    return {"templates": len(sheet), "accepted": len(accepted), "per_class": per_class}

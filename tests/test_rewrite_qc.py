@@ -1,0 +1,130 @@
+"""The offline rewriter, the QC checks and the clinician's overrides."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pandas as pd
+import pytest
+
+from cmr_rd.classes import canonical_label
+from cmr_rd.rewrite import phi
+from cmr_rd.rewrite.offline import offline_rewrite
+from cmr_rd.rewrite.qc import QCConfig, ReviewError, decide, read_decisions, run_checks
+from cmr_rd.rewrite.templates import Template, parse_reply
+from cmr_rd.synth.cohort import SynthConfig, generate_cohort
+
+CFG = QCConfig()
+MI_BOX = [100.0, 80.0, 140.0, 120.0]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    generate_cohort(
+        SynthConfig(scale=0.0, min_patients_per_class=6, lge_slices=6, matrix=96, cine_phases=1),
+        root,
+        seed=21,
+        workers=1,
+    )
+    table = pd.read_csv(root / "labels.csv", dtype=str)
+    return [
+        (r.patient_id, canonical_label(r.label), phi.scrub(r.report, known=[r.patient_id]))
+        for r in table.itertuples()
+    ]
+
+
+def _template(**changes) -> Template:
+    base = {
+        "observation": "Subendocardial LGE in the mid anterior wall, 50% transmural.",
+        "localisation": "The scar involves the anterior and anteroseptal segments; on this slice "
+        "the lesion lies within [100, 80, 140, 120].",
+        "differential": "Subendocardial enhancement in one coronary territory is ischaemic; "
+        "mid-wall or diffuse patterns would point to a cardiomyopathy. "
+        "Final diagnosis: myocardial infarction (MI).",
+        "diagnosis": "MI",
+    }
+    base.update(changes)
+    return Template(**base)
+
+
+def test_offline_templates_are_faithful_parse_and_pass_qc(reports):
+    outcomes = defaultdict(list)
+    for pid, label, scrubbed in reports:
+        box = MI_BOX if label == "MI" else None
+        template, problem = parse_reply(offline_rewrite(scrubbed, box, pid, seed=1))
+        assert problem is None
+        checks = run_checks(template, label, box, CFG, phi.find_phi)
+        outcomes[label].append(decide(checks, None)[0])
+        # Faithful: the observation quotes the report's own findings sentence.
+        first = template.observation.split(": ", 1)[-1].split(". ")[0]
+        assert first.lower()[:40] in scrubbed.lower() or "No late gadolinium" in first
+    for label, results in outcomes.items():
+        assert results.count("accepted") >= len(results) - 1, (label, results)
+
+
+def test_offline_text_varies_within_a_class(reports):
+    thinks = defaultdict(set)
+    for pid, label, scrubbed in reports:
+        box = MI_BOX if label == "MI" else None
+        template, _ = parse_reply(offline_rewrite(scrubbed, box, pid, seed=1))
+        thinks[label].add(template.think())
+    assert all(len(texts) == 6 for texts in thinks.values())  # no two patients alike
+    again = parse_reply(offline_rewrite(reports[0][2], None, reports[0][0], seed=1))[0]
+    assert again.think() in thinks[reports[0][1]]  # deterministic
+
+
+def test_a_clean_template_passes_every_check():
+    assert all(v is None for v in run_checks(_template(), "MI", MI_BOX, CFG, phi.find_phi).values())
+
+
+@pytest.mark.parametrize(
+    "changes, label, box, failing",
+    [
+        ({"diagnosis": "HCM"}, "MI", MI_BOX, "diagnosis"),
+        ({"localisation": "The scar involves the anterior wall."}, "MI", MI_BOX, "localisation"),
+        ({}, "MI", None, "localisation"),  # quotes a box where the image has none
+        ({"observation": "Short.", "localisation": "Anterior wall [100, 80, 140, 120].",
+          "differential": "Final diagnosis: MI."}, "MI", MI_BOX, "length"),
+        ({"differential": "Subendocardial scar in one territory. This is possibly MI or HCM."},
+         "MI", MI_BOX, "hedging"),
+        ({"observation": "Subendocardial LGE seen on 07/13/2022 in the anterior wall, 50% "
+          "transmural."}, "MI", MI_BOX, "phi"),
+        ({"diagnosis": "B"}, "MI", MI_BOX, "parse"),
+        ({"observation": "The patient is unwell."}, "MI", MI_BOX, "parts"),
+    ],
+)  # fmt: skip
+def test_each_check_catches_its_fault(changes, label, box, failing):
+    checks = run_checks(_template(**changes), label, box, CFG, phi.find_phi)
+    assert checks[failing], checks
+    assert decide(checks, None)[0] == "rejected"
+
+
+def test_review_overrides(tmp_path):
+    soft = {"length": "12 words", "parts": None, "diagnosis": None, "phi": None, "parse": None}
+    hard = {"diagnosis": "diagnosis 'HCM' is not the label MI"}
+    assert decide(soft, ("approve", "fine"))[0] == "accepted"
+    assert decide(hard, ("approve", "fine"))[0] == "rejected"  # approval cannot lift a hard fail
+    assert decide({}, ("reject", "odd wording")) == ("rejected", "reviewer: odd wording")
+    sheet = tmp_path / "review.csv"
+    sheet.write_text("item_id,decision,comment\nP1,approve,ok\nP2,Reject,no\n,,\n")
+    assert read_decisions(sheet, {"P1", "P2"}) == {"P1": ("approve", "ok"), "P2": ("reject", "no")}
+    sheet.write_text("item_id,decision,comment\nP9,approve,\nP1,maybe,\n")
+    with pytest.raises(ReviewError) as err:
+        read_decisions(sheet, {"P1"})
+    assert "row 2: unknown item_id 'P9'" in str(err.value)
+    assert "row 3: decision 'maybe'" in str(err.value)
+    assert read_decisions(tmp_path / "missing.csv", {"P1"}) == {}
+
+
+def test_template_reply_parsing():
+    good = json.dumps(_template().to_dict())
+    assert parse_reply(good)[0] == _template()
+    assert parse_reply("```json\n" + good + "\n```")[0] == _template()
+    assert parse_reply("not json")[1] == "reply is not JSON"
+    assert parse_reply("[1, 2]")[1] == "reply is not a JSON object"
+    assert (
+        "lacks differential"
+        in parse_reply(json.dumps({**_template().to_dict(), "differential": ""}))[1]
+    )

@@ -1,0 +1,49 @@
+"""Rule rewrite_reports: scrub reports, pick the cold-start pool, rewrite behind the PHI gate."""
+
+import sys
+from pathlib import Path
+
+from cmr_rd.ingest.deid import MissingKeyError, load_key
+from cmr_rd.lineage import describe_inputs, write_manifest
+from cmr_rd.prompts import TEMPLATE_VERSION
+from cmr_rd.rewrite.client import LLMConfig
+from cmr_rd.rewrite.stage import PoolConfig, run_rewrite
+from cmr_rd.stage import setup_logging
+
+
+def main(sm) -> None:
+    log = setup_logging(sm.log[0])
+    settings = sm.params.rewrite
+    try:
+        key = load_key(
+            sm.params.deid["key_env"], sm.params.deid["key_file"], synthetic=sm.params.synthetic
+        )
+        summary = run_rewrite(
+            manifest_path=Path(sm.input.manifest),
+            labels_csv=Path(sm.input.labels),
+            key=key,
+            pool_cfg=PoolConfig(settings["pool_size"], settings["min_per_class"]),
+            backend=settings["backend"],
+            llm_cfg=LLMConfig(**settings["openai"], template_version=TEMPLATE_VERSION),
+            out_dir=Path(sm.output.templates).parent,
+            cache_dir=Path(settings["cache_dir"]),
+            seed=sm.params.seed,
+        )
+    except (MissingKeyError, RuntimeError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    log.info("rewrite: %s", summary)
+    write_manifest(
+        Path(sm.output.lineage).parent,
+        rule=sm.rule,
+        config=sm.config,
+        params={"rewrite": settings, "seed": sm.params.seed, "template_version": TEMPLATE_VERSION},
+        inputs=describe_inputs([sm.input.manifest]),
+        outputs=[sm.output.templates, sm.output.scrubbed],
+        extra={"summary": summary},
+    )
+
+
+# Guarded: worker pools that spawn re-import this module and must not rerun the stage.
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
