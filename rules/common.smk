@@ -20,6 +20,8 @@ validate(config, SCHEMA)
 DATA = config["data"]
 SYNTHETIC = DATA["source"] == "synthetic"
 INGEST = "results/ingest"
+REWRITE = "results/rewrite"
+DATASETS = "results/datasets"
 
 
 def ingest_inputs(wildcards=None):
@@ -48,3 +50,18 @@ def final_targets():
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
     ]
+
+
+def review_decisions(wildcards):
+    """The clinician's overrides, when the file exists: editing it reruns QC only."""
+    path = config["rewrite"]["review_decisions"]
+    return [path] if Path(path).is_file() else []
+
+
+def coldstart_shards(wildcards):
+    """Re-evaluated after the QC checkpoint: one shard per class with accepted templates."""
+    accepted = checkpoints.rewrite_qc.get().output.accepted
+    labels = sorted(
+        {json.loads(line)["label"] for line in open(accepted) if line.strip()}
+    )
+    return expand(f"{DATASETS}/coldstart/{{label}}.jsonl", label=labels)

@@ -1,14 +1,4 @@
 # Datasets for the training stages: alignment (1a), cold start (1b), prompts (GPPO, probe, test).
-DATASETS = "results/datasets"
-
-
-def coldstart_shards(wildcards):
-    """Re-evaluated after the QC checkpoint: one shard per class with accepted templates."""
-    accepted = checkpoints.rewrite_qc.get().output.accepted
-    labels = sorted(
-        {json.loads(line)["label"] for line in open(accepted) if line.strip()}
-    )
-    return expand(f"{DATASETS}/coldstart/{{label}}.jsonl", label=labels)
 
 
 rule coldstart_shard:

@@ -1,11 +1,4 @@
 # Stage 1b data: reports -> PHI gate -> o3 (or offline) templates -> QC checkpoint.
-REWRITE = "results/rewrite"
-
-
-def review_decisions(wildcards):
-    """The clinician's overrides, when the file exists: editing it reruns QC only."""
-    path = config["rewrite"]["review_decisions"]
-    return [path] if Path(path).is_file() else []
 
 
 rule rewrite_reports:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -104,3 +105,55 @@ def test_lineage_manifest(run):
     assert "data/synthetic/manifest.json" in {
         str(p.relative_to(run)) for p in (run / "data/synthetic").glob("manifest.json")
     }
+
+
+def _rules_run(result) -> set[str]:
+    text = result.stdout + result.stderr
+    return set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", text, flags=re.M)) - {"all"}
+
+
+def test_rewrite_qc_and_datasets(run):
+    templates = [
+        json.loads(x) for x in (run / "results/rewrite/templates.jsonl").read_text().splitlines()
+    ]
+    assert templates and all(t["status"] == "ok" for t in templates)
+    accepted = (run / "results/rewrite/qc/accepted.jsonl").read_text().splitlines()
+    assert len(accepted) >= len(templates) - 2
+    sheet = pd.read_csv(run / "results/rewrite/qc/review_sheet.csv")
+    assert len(sheet) == len(templates) and set(sheet["outcome"]) <= {"accepted", "rejected"}
+    coldstart = [
+        json.loads(x) for x in (run / "results/datasets/coldstart.jsonl").read_text().splitlines()
+    ]
+    assert len(coldstart) == len(accepted)
+    assert coldstart[0]["messages"][1]["content"][0]["text"].startswith("<think>")
+    for name, split in (("rl_prompts", "train"), ("probe", "probe"), ("test", "test")):
+        rows = (run / f"results/datasets/{name}.jsonl").read_text().splitlines()
+        manifest = pd.read_parquet(run / "results/ingest/manifest.parquet")
+        assert len(rows) == (manifest["split"] == split).sum()
+    alignment = (run / "results/datasets/alignment.jsonl").read_text().splitlines()
+    assert len(alignment) > 0 and all(json.loads(x)["source"] == "cmr" for x in alignment)
+
+
+def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
+    accepted = [
+        json.loads(x) for x in (run / "results/rewrite/qc/accepted.jsonl").read_text().splitlines()
+    ]
+    victim = accepted[0]["id"]
+    (run / "config/review_decisions.csv").write_text(
+        f"item_id,decision,comment\n{victim},reject,wording too vague\n"
+    )
+    result = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rewrite_qc" in _rules_run(result)
+    assert _rules_run(result) <= {"rewrite_qc", "coldstart_shard", "coldstart_dataset"}
+    after = [
+        json.loads(x)["id"]
+        for x in (run / "results/rewrite/qc/accepted.jsonl").read_text().splitlines()
+    ]
+    assert victim not in after and len(after) == len(accepted) - 1
+    coldstart = (run / "results/datasets/coldstart.jsonl").read_text()
+    assert victim not in coldstart
+    sheet = pd.read_csv(run / "results/rewrite/qc/review_sheet.csv").set_index("item_id")
+    assert sheet.loc[victim, "outcome"] == "rejected"
+    assert sheet.loc[victim, "reason"] == "reviewer: wording too vague"
+    (run / "config/review_decisions.csv").unlink()

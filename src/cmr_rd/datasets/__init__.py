@@ -1,0 +1,1 @@
+"""Training-record builders: every dataset becomes TRL conversational VLM records (JSONL)."""
