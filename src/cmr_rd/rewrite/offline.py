@@ -27,6 +27,11 @@ _LOCATION = re.compile(
     r"septum|free wall|right ventricular insertion points?|RV insertion points?|apex)\b",
     re.I,
 )
+_INSERTION = re.compile(
+    r"\b((?:(?:superior|inferior|anterior|posterior)"
+    r"(?: and (?:superior|inferior|anterior|posterior))? )?(?:right ventricular|RV) insertion points?)\b",
+    re.I,
+)
 _LAYER = re.compile(r"\b(subendocardial|mid-?wall|transmural|subepicardial|diffuse|global)\b", re.I)
 
 OBSERVATION_LEADS = (
@@ -100,6 +105,20 @@ def _sections(report: str) -> tuple[list[str], str]:
     return sentences, impression_match.group(1).strip() if impression_match else ""
 
 
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _place_phrase(places: list[str]) -> str:
+    """'inferior, anterior' -> 'inferior and anterior walls'; nouns (septum, insertion points,
+    free wall, apex) stand on their own."""
+    nouns = ("septum", "wall", "point", "points", "apex")
+    walls = [p for p in places if not p.endswith(nouns)]
+    others = [p for p in places if p.endswith(nouns)]
+    parts = [_join(walls) + (" wall" if len(walls) == 1 else " walls")] if walls else []
+    return _join(parts + others)
+
+
 def _rng(item_id: str, seed: int) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
@@ -120,13 +139,17 @@ def offline_rewrite(scrubbed_report: str, box: list[float] | None, item_id: str,
 
     places = []
     for s in lesion:
-        for level, wall in _LOCATION.findall(s):
+        for phrase in _INSERTION.findall(s):  # qualifiers belong to the insertion points
+            phrase = re.sub(r"\brv\b", "RV", phrase.lower())
+            if phrase not in places:
+                places.append(phrase)
+        for level, wall in _LOCATION.findall(_INSERTION.sub("", s)):
             phrase = (level + wall).lower().replace("rv ", "RV ")
             if phrase not in places:
                 places.append(phrase)
     layers = sorted({m.lower() for s in lesion for m in _LAYER.findall(s)})
     if places:
-        where = f"The abnormality involves the {', '.join(places[:4])}"
+        where = f"The abnormality involves the {_place_phrase(places[:4])}"
         where += f" ({', '.join(layers)})." if layers else "."
     elif layers:
         where = f"The abnormality is {' and '.join(layers)} rather than focal."

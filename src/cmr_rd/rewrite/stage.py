@@ -49,8 +49,9 @@ def read_jsonl(path: Path) -> list[dict]:
 def representative_slices(manifest: pd.DataFrame) -> pd.DataFrame:
     """One image per patient: the middle of its selected slices (mid-ventricular)."""
     ordered = manifest.sort_values(["patient", "slice_rank"], kind="stable")
-    middle = ordered.groupby("patient", sort=True).apply(lambda g: g.iloc[(len(g) - 1) // 2])
-    return middle.reset_index(drop=True)
+    position = ordered.groupby("patient").cumcount()
+    count = ordered.groupby("patient")["patient"].transform("size")
+    return ordered[position == (count - 1) // 2].reset_index(drop=True)
 
 
 def select_pool(manifest: pd.DataFrame, cfg: PoolConfig, seed: int) -> pd.DataFrame:
