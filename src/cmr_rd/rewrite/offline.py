@@ -29,7 +29,8 @@ _LOCATION = re.compile(
 )
 _INSERTION = re.compile(
     r"\b((?:(?:superior|inferior|anterior|posterior)"
-    r"(?: and (?:superior|inferior|anterior|posterior))? )?(?:right ventricular|RV) insertion points?)\b",
+    r"(?: and (?:superior|inferior|anterior|posterior))? )?"
+    r"(?:right ventricular|RV) insertion points?)\b",
     re.I,
 )
 _LAYER = re.compile(r"\b(subendocardial|mid-?wall|transmural|subepicardial|diffuse|global)\b", re.I)
