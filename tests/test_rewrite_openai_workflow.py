@@ -13,10 +13,10 @@ import shutil
 
 import pytest
 import yaml
-from openai_loopback import LoopbackOpenAI
 
 from cmr_rd.devtools import copy_workflow, snakemake
 from cmr_rd.rewrite.offline import offline_rewrite
+from openai_loopback import LoopbackOpenAI
 
 pytestmark = pytest.mark.slow
 KEY = "sk-loopback-test-3f9a1c77d2"

@@ -157,3 +157,11 @@ def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
     assert sheet.loc[victim, "outcome"] == "rejected"
     assert sheet.loc[victim, "reason"] == "reviewer: wording too vague"
     (run / "config/review_decisions.csv").unlink()
+
+
+def test_dvc_yaml_mirrors_the_rule_graph_after_a_run(run, repo):
+    from test_dvc_mirror import dvc_graph, snakemake_graph
+
+    done = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")  # checkpoint settled
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert dvc_graph(repo) == snakemake_graph(run, "--configfile", "config/tiny.yaml")

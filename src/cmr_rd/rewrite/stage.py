@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cmr_rd.rewrite.client import Request, run_requests
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.ingest.deid import DeidKey
 from cmr_rd.prompts import REWRITE_SYSTEM, TEMPLATE_VERSION, rewrite_prompt
 from cmr_rd.rewrite import phi
+from cmr_rd.rewrite.client import Request, run_requests
 from cmr_rd.rewrite.offline import offline_rewrite
 from cmr_rd.rewrite.qc import CHECKS, QCConfig, decide, read_decisions, run_checks
 from cmr_rd.rewrite.templates import Template, parse_reply, validate_reply

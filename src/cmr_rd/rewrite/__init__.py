@@ -1,0 +1,1 @@
+"""Report rewriting: PHI gate, LLM client (OpenAI or offline), reasoning templates and QC."""

@@ -1,0 +1,217 @@
+"""The PHI gate: scrub removes every planted identifier, find_phi is a real second check.
+
+Ground truth is the synthetic cohort's phi_strings.json (every PHI string planted anywhere).
+A freshly generated small cohort is always tested; the demo cohort in data/synthetic is tested
+too when a demo run has produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cmr_rd.rewrite.phi import PLACEHOLDERS, find_phi, scrub
+from openai_loopback import small_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "synthetic"
+CATEGORIES = {
+    "name",
+    "mrn",
+    "date",
+    "institution",
+    "address",
+    "physician",
+    "id",
+    "contact",
+    "known identifier",
+}
+MEASURE_RE = re.compile(r"\d+(?:\.\d+)?\s?(?:mm|ms|%|T\b|mmol/kg)")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    ids: list[str]
+    reports: list[str]
+    strings: list[str]
+
+
+def _load(root: Path) -> Cohort:
+    table = pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False)
+    strings = json.loads((root / "phi_strings.json").read_text())["strings"]
+    return Cohort(list(table["patient_id"]), list(table["report"]), strings)
+
+
+@pytest.fixture(scope="module", params=["generated", "demo"])
+def cohort(request: pytest.FixtureRequest) -> Cohort:
+    if request.param == "generated":
+        return _load(small_cohort())
+    if not (DEMO / "labels.csv").is_file() or not (DEMO / "phi_strings.json").is_file():
+        pytest.skip("data/synthetic/labels.csv absent (no demo run yet); generated cohort tested")
+    return _load(DEMO)
+
+
+def survivors(texts: list[str], strings: list[str]) -> dict[str, int]:
+    """Planted strings still present (case-insensitive) -> in how many texts.
+
+    A 4-gram index rejects almost every string at once (all planted strings have >= 4
+    characters), so ~10k strings against ~400 reports take well under a second."""
+    lowered = [t.lower() for t in texts]
+    joined = "\x01".join(lowered)
+    grams = {joined[i : i + 4] for i in range(len(joined) - 3)}
+    hits = [
+        s
+        for s in map(str.lower, strings)
+        if all(s[i : i + 4] in grams for i in range(len(s) - 3)) and s in joined
+    ]
+    return {s: sum(s in t for t in lowered) for s in hits}
+
+
+def clinical_part(report: str) -> str:
+    """Indication to impression: the clinical text between the header and the sign-off."""
+    return report[report.index("CLINICAL INDICATION") : report.index("\nReported by")]
+
+
+# ----------------------------------------------------------------------------- whole cohorts
+
+
+def test_scrub_with_known_removes_every_planted_string(cohort: Cohort) -> None:
+    assert len(cohort.reports) >= 48
+    scrubbed = [scrub(r, known=[pid]) for r, pid in zip(cohort.reports, cohort.ids, strict=True)]
+    assert survivors(scrubbed, cohort.strings) == {}
+    for pid, text in zip(cohort.ids, scrubbed, strict=True):
+        assert find_phi(text, known=[pid]) == [], text
+
+
+def test_clinical_content_survives_and_is_not_flagged(cohort: Cohort) -> None:
+    for pid, report in zip(cohort.ids, cohort.reports, strict=True):
+        text = scrub(report, known=[pid])
+        body = clinical_part(report)
+        assert body in text, "clinical lines were altered"
+        assert MEASURE_RE.findall(text) == MEASURE_RE.findall(report)
+        assert MEASURE_RE.findall(body), "test data without measurements proves nothing"
+        assert find_phi(body, known=[pid]) == []
+
+
+def test_generic_rules_carry_the_load_without_known_identifiers(cohort: Cohort) -> None:
+    scrubbed = [scrub(r) for r in cohort.reports]
+    assert survivors(scrubbed, cohort.strings) == {}
+    assert all(find_phi(t) == [] for t in scrubbed)
+
+
+def test_detector_sees_the_phi_in_raw_reports(cohort: Cohort) -> None:
+    """find_phi is not trivially []: every raw report trips several categories."""
+    for pid, report in zip(cohort.ids, cohort.reports, strict=True):
+        found = set(find_phi(report, known=[pid]))
+        assert {"name", "date", "physician", "known identifier"} <= found
+        assert found <= CATEGORIES
+
+
+# ----------------------------------------------------------------------------- generic formats
+
+PHI_CASES = [
+    ("Patient: SMITH, John    MRN: 12345678    DOB: October 01, 2022", ["SMITH", "John", "2022"]),
+    ("Name: Mary-Anne O'Neil  Sex: F  Age: 45", ["Mary", "O'Neil"]),
+    ("Pt: Jane Doe (DOB 21/06/2003)", ["Jane", "Doe", "21/06"]),
+    ("Seen 1 Oct 2022, 3rd of March 2021, March 2023 and 13-JUL-2022.", ["Oct", "March", "JUL"]),
+    ("Study on 2022/07/13, prior 07/13/2022, 13.07.22 and 20220713.", ["07", "13.07"]),
+    ("Exam date: 07/13/2022    Accession: RX73589164", ["07/13", "RX7358"]),
+    ("Hospital number: H-9592820; ref A2020123456 and 9876543.", ["9592820", "A2020", "987654"]),
+    ("Referring physician: Dr. Wyncyra Mabbbridge", ["Wyncyra", "Mabbbridge"]),
+    ("Discussed with Dr Patel and Prof. A. van der Berg.", ["Patel", "Berg"]),
+    ("Performing physician DOE^JANE^^DR; operator SMITH^J", ["DOE", "JANE", "SMITH"]),
+    ("Reported by: John Smith, Consultant Radiologist", ["John", "Smith"]),
+    ("Signed: Dr J Smith 12/03/2022 14:32", ["Smith", "12/03"]),
+    ("ST. ALDRIC HEART INSTITUTE\nDepartment of Cardiology", ["ALDRIC"]),
+    ("Seen at the Royal Brompton Hospital, Sydney Street, London SW3 6NP.", ["Brompton", "SW3"]),
+    ("Mayo Clinic, 200 First Street SW, Rochester, MN 55905", ["Mayo", "First", "55905"]),
+    ("University of Pennsylvania Health System", ["Pennsylvania"]),
+    ("9 Quarryside Way, Marrowby MB5 3TT", ["Quarryside", "Marrowby", "MB5"]),
+    ("Tel: 020 7946 0958, mobile +44 7700 900123, fax (507) 284-2511", ["7946", "7700", "284"]),
+    ("Queries to jane.doe@example.org or www.example-hospital.org/cmr", ["jane", "example"]),
+    ("NHS number: 485 777 3456", ["485 777"]),
+    ("Mrs Umbrwick attended.", ["Umbrwick"]),
+]
+
+
+@pytest.mark.parametrize(("text", "gone"), PHI_CASES)
+def test_generic_rules(text: str, gone: list[str]) -> None:
+    out = scrub(text)
+    for fragment in gone:
+        assert fragment.lower() not in out.lower(), out
+    assert find_phi(out) == []
+    assert find_phi(text) != []
+
+
+CLINICAL = [
+    "LVEDD 39 mm; the left ventricle is small. LVEF 66% (normal).",
+    "Native T1 (MOLLI, 1.5 T) in the mid septum is normal at 1065 ms (local reference 950-1080 ms).",
+    "TECHNIQUE: 3.0 T SIEMENS scanner, gadobutrol 0.1 mmol/kg; PSIR LGE after 10 minutes.",
+    "Subendocardial LGE in the basal-to-mid inferior and inferolateral segments (AHA 4, 5, 10, 11),"
+    " approximately 60% transmural, in a right coronary artery (RCA) territory distribution.",
+    "NC/C ratio 2.8 in end-diastole (threshold 2.3); Trivial MR. MS excluded. NT-proBNP 12000 ng/L.",
+    "Lesion box in the 256x256 image: [34, 120, 98, 190]. ECV 32%, T2 58 ms, LVEDV 210 mL.",
+    "Segments 7-12 are akinetic; Z-score +2.5; heart rate 72 bpm; BSA 1.9 m2.",
+]
+
+
+@pytest.mark.parametrize("text", CLINICAL)
+def test_clinical_text_untouched(text: str) -> None:
+    assert scrub(text) == text
+    assert find_phi(text) == []
+
+
+def test_placeholders_are_not_phi() -> None:
+    text = "Patient: [NAME]  MRN: [MRN]  DOB: [DATE]\n" + " ".join(PLACEHOLDERS)
+    assert find_phi(text) == []
+    assert scrub(text) == text
+    # a known identifier that happens to spell a placeholder word does not eat placeholders
+    assert scrub("[NAME] met Name", known=["Name"]) == "[NAME] met [NAME]"
+
+
+# ----------------------------------------------------------------------------- known identifiers
+
+PROSE = "Family screening: her brother zorquillbrack has HCM; sister elsa also attended."
+
+
+def test_known_tokens_from_dicom_names_are_scrubbed() -> None:
+    known = ["ZORQUILLBRACK^ELSA", "H-9592820"]
+    assert scrub(PROSE) == PROSE  # lower-case names in prose: no generic rule can see them
+    out = scrub(PROSE + " Ref H-9592820.", known=known)
+    assert "zorquill" not in out.lower() and "elsa" not in out.lower()
+    assert "9592820" not in out
+    assert find_phi(out, known=known) == []
+
+
+def test_find_phi_flags_what_scrub_missed() -> None:
+    """The second check catches known PHI the generic rules let through."""
+    missed = scrub(PROSE)
+    assert find_phi(missed) == []  # invisible without the known identifiers...
+    assert find_phi(missed, known=["ZORQUILLBRACK^ELSA"]) == ["known identifier"]  # ...caught
+
+
+def test_find_phi_catches_a_retyped_known_number() -> None:
+    """An MRN written with spaces slips past scrub even with known; the detector normalises."""
+    known = ["H-9592820"]
+    out = scrub("Previous study under number H 959 2820 at this site.", known=known)
+    assert "959 2820" in out
+    assert find_phi(out, known=known) == ["known identifier"]
+
+
+def test_known_dicom_date_variants() -> None:
+    out = scrub("Scanned 2022 on the 13 July 2022 (study 20220713).", known=["20220713"])
+    assert "July" not in out and "20220713" not in out
+    assert find_phi(out, known=["20220713"]) == []
+
+
+def test_find_phi_reports_categories_not_text() -> None:
+    text = "Patient: Hescyra Umbrwick  MRN: H-9592820  Tel: 020 7946 0958  hescyra@example.org"
+    found = find_phi(text, known=["UMBRWICK^HESCYRA"])
+    assert set(found) <= CATEGORIES
+    assert {"name", "mrn", "contact", "known identifier"} <= set(found)
+    assert not any("Umbrwick" in c or "959" in c for c in found)
