@@ -129,3 +129,18 @@ def test_template_reply_parsing():
         "lacks differential"
         in parse_reply(json.dumps({**_template().to_dict(), "differential": ""}))[1]
     )
+
+
+def test_missing_reports_are_refused_with_a_reason_not_a_crash(tmp_path):
+    from cmr_rd.ingest.deid import DeidKey
+    from cmr_rd.rewrite.stage import scrub_reports
+
+    key = DeidKey(b"k" * 32, "test")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,label\nA,HCM\n")
+    out = scrub_reports(labels, {key.pseudonym("A"), key.pseudonym("B")}, key)
+    assert out.scrubbed == {}
+    assert out.withheld == {
+        key.pseudonym("A"): "no report",
+        key.pseudonym("B"): "no label row for this patient",
+    }

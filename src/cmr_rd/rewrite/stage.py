@@ -88,9 +88,9 @@ class RewriteInputs:
 def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> RewriteInputs:
     """Scrub every report of an ingested patient; the second check withholds what it flags."""
     table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    if "report" not in table.columns:  # reports are optional in the input contract
+        table["report"] = ""
     out = RewriteInputs()
-    if "report" not in table.columns:
-        return out
     for row in table.itertuples(index=False):
         pid = row.patient_id.strip()
         pseudo = key.pseudonym(pid)
@@ -107,7 +107,7 @@ def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> Rewri
         else:
             out.scrubbed[pseudo] = text
     for pseudo in sorted(pseudonyms - set(out.patient_ids)):
-        out.withheld[pseudo] = "no label row with a report"
+        out.withheld[pseudo] = "no label row for this patient"
     return out
 
 
