@@ -15,9 +15,9 @@ def _run(repo, *cmd):
 
 
 def test_ruff_check_and_format(repo):
-    check = _run(repo, str(BIN / "ruff"), "check", *CODE)
+    check = _run(repo, str(BIN / "ruff"), "check", "--no-cache", *CODE)
     assert check.returncode == 0, check.stdout
-    fmt = _run(repo, str(BIN / "ruff"), "format", "--check", *CODE)
+    fmt = _run(repo, str(BIN / "ruff"), "format", "--check", "--no-cache", *CODE)
     assert fmt.returncode == 0, fmt.stdout
 
 

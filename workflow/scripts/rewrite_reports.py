@@ -3,11 +3,10 @@
 import sys
 from pathlib import Path
 
-from cmr_rd.rewrite.client import LLMConfig
-
 from cmr_rd.ingest.deid import MissingKeyError, load_key
 from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.prompts import TEMPLATE_VERSION
+from cmr_rd.rewrite.client import LLMConfig
 from cmr_rd.rewrite.stage import PoolConfig, run_rewrite
 from cmr_rd.stage import setup_logging
 
