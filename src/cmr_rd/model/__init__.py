@@ -1,0 +1,1 @@
+"""Model backbones: the tiny offline Gemma3, loading of real VLMs, and freezing by part."""
