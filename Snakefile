@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/rewrite.smk"
 include: "rules/datasets.smk"
+include: "rules/model.smk"
 
 
 localrules:

@@ -22,6 +22,7 @@ SYNTHETIC = DATA["source"] == "synthetic"
 INGEST = "results/ingest"
 REWRITE = "results/rewrite"
 DATASETS = "results/datasets"
+MODEL = "results/model"
 
 
 def ingest_inputs(wildcards=None):
@@ -49,6 +50,7 @@ def final_targets():
         "results/datasets/coldstart.jsonl",
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
+        f"{MODEL}/sft/probe_check.json",
     ]
 
 

@@ -1,0 +1,106 @@
+# Stage 1: the backbone, projector-only alignment (1a), cold-start SFT (1b), a probe check.
+
+
+rule build_backbone:
+    input:
+        corpus=[
+            rules.coldstart_dataset.output.dataset,
+            rules.alignment_dataset.output.dataset,
+            rules.prompt_datasets.output.rl,
+        ],
+    output:
+        model=directory(f"{MODEL}/base"),
+    log:
+        "logs/model/build_backbone.log",
+    benchmark:
+        "logs/benchmarks/build_backbone.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=30,
+    params:
+        model=config["model"],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/build_backbone.py"
+
+
+rule align:
+    input:
+        model=rules.build_backbone.output.model,
+        data=rules.alignment_dataset.output.dataset,
+    output:
+        final=directory(f"{MODEL}/align/final"),
+        summary=f"{MODEL}/align/train_summary.json",
+        loss=f"{MODEL}/align/loss.csv",
+        lineage=f"{MODEL}/align/manifest.json",
+    log:
+        "logs/model/align.log",
+    benchmark:
+        "logs/benchmarks/align.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    params:
+        stage="align",
+        train=config["model"]["align"],
+        seed=config["seed"] + 301,
+    script:
+        "../workflow/scripts/train_stage.py"
+
+
+rule sft:
+    input:
+        model=rules.align.output.final,
+        data=rules.coldstart_dataset.output.dataset,
+    output:
+        final=directory(f"{MODEL}/sft/final"),
+        summary=f"{MODEL}/sft/train_summary.json",
+        loss=f"{MODEL}/sft/loss.csv",
+        lineage=f"{MODEL}/sft/manifest.json",
+    log:
+        "logs/model/sft.log",
+    benchmark:
+        "logs/benchmarks/sft.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=480,
+    params:
+        stage="sft",
+        train=config["model"]["sft"],
+        seed=config["seed"] + 302,
+    script:
+        "../workflow/scripts/train_stage.py"
+
+
+rule sft_check:
+    input:
+        model=rules.sft.output.final,
+        data=rules.prompt_datasets.output.probe,
+    output:
+        report=f"{MODEL}/sft/probe_check.json",
+    log:
+        "logs/model/sft_check.log",
+    benchmark:
+        "logs/benchmarks/sft_check.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        check=config["model"]["check"],
+    script:
+        "../workflow/scripts/sft_check.py"
