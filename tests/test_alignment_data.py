@@ -18,9 +18,9 @@ from cmr_rd.datasets.alignment import (
     cmr_caption_records,
     findings_caption,
     mix_alignment,
-    write_jsonl,
 )
 from cmr_rd.datasets.pmcvqa import load_pmcvqa
+from cmr_rd.jsonl import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_ ]*\]")

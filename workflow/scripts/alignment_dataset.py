@@ -9,8 +9,8 @@ import pandas as pd
 from cmr_rd.datasets.alignment import cmr_caption_records, mix_alignment
 from cmr_rd.datasets.build import image_root_of, image_rows
 from cmr_rd.datasets.pmcvqa import load_pmcvqa
+from cmr_rd.jsonl import read_jsonl, write_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.rewrite.stage import read_jsonl, write_jsonl
 from cmr_rd.stage import setup_logging
 
 

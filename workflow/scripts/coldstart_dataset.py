@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from cmr_rd.jsonl import read_jsonl, write_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.rewrite.stage import read_jsonl, write_jsonl
 from cmr_rd.stage import setup_logging
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from cmr_rd.datasets.build import coldstart_records, image_root_of
-from cmr_rd.rewrite.stage import read_jsonl, write_jsonl
+from cmr_rd.jsonl import read_jsonl, write_jsonl
 
 
 def main(sm) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from cmr_rd.datasets.build import image_root_of, prompt_records
+from cmr_rd.jsonl import write_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.rewrite.stage import write_jsonl
 from cmr_rd.stage import setup_logging
 
 

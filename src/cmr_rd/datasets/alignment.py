@@ -10,11 +10,8 @@ is kept out, so nothing of a report header can reach a training target.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -318,18 +315,3 @@ def mix_alignment(
         "note": "; ".join(notes),
     }
     return records, summary
-
-
-def write_jsonl(records: list[dict], path: Path) -> None:
-    """One JSON object per line, sorted keys, utf-8, trailing newline; same input, same bytes.
-
-    Written through a temporary file so an interrupted job never leaves a truncated output.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(
-        json.dumps(r, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n" for r in records
-    )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode("utf-8"))
-    os.replace(tmp, path)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.ingest.deid import DeidKey
+from cmr_rd.jsonl import read_jsonl, write_jsonl
 from cmr_rd.prompts import REWRITE_SYSTEM, TEMPLATE_VERSION, rewrite_prompt
 from cmr_rd.rewrite import phi
 from cmr_rd.rewrite.client import Request, run_requests
@@ -32,18 +33,6 @@ LEDGER_HEADER = "item_id,cache_key,api,model,attempt,status,input_tokens,output_
 class PoolConfig:
     pool_size: int = 120
     min_per_class: int = 8
-
-
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def representative_slices(manifest: pd.DataFrame) -> pd.DataFrame:
