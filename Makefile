@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/quota_sim.py
+	$(BIN)/python benchmarks/gppo_step.py
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \

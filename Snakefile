@@ -14,6 +14,7 @@ include: "rules/ingest.smk"
 include: "rules/rewrite.smk"
 include: "rules/datasets.smk"
 include: "rules/model.smk"
+include: "rules/gppo.smk"
 
 
 localrules:
@@ -23,6 +24,8 @@ localrules:
     coldstart_dataset,
     alignment_dataset,
     prompt_datasets,
+    gppo_quota,
+    gppo_summary,
 
 
 rule all:

@@ -34,10 +34,12 @@ def main() -> None:
         noop_seconds = time.perf_counter() - start
         assert "Nothing to be done" in noop.stdout + noop.stderr
         rules = {}
-        for tsv in sorted((work / "logs/benchmarks").glob("*.tsv")):
+        root = work / "logs/benchmarks"
+        for tsv in sorted(root.rglob("*.tsv")):  # GPPO phases nest: gppo/RUN/seedS/phaseT/
             with open(tsv) as handle:
                 row = next(csv.DictReader(handle, delimiter="\t"))
-            rules[tsv.stem] = round(float(row["s"]), 1)
+            name = tsv.relative_to(root).with_suffix("").as_posix()
+            rules[name.replace("/", " ")] = round(float(row["s"]), 1)
     report = {
         "cores": int(cores),
         "demo_seconds": round(total, 1),

@@ -23,6 +23,16 @@ INGEST = "results/ingest"
 REWRITE = "results/rewrite"
 DATASETS = "results/datasets"
 MODEL = "results/model"
+GPPO = "results/gppo"
+GPPO_CFG = config["gppo"]
+RUN = f"{GPPO}/{{run}}/seed{{seed}}"  # one variant and seed: every phase lives below it
+PHASE = f"{RUN}/phase{{phase}}"
+
+
+wildcard_constraints:
+    run=r"(sft|base)-(ts|static|full)-(iou|noiou)",
+    seed=r"\d+",
+    phase=r"\d+",
 
 
 def ingest_inputs(wildcards=None):
@@ -51,7 +61,11 @@ def final_targets():
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
         f"{MODEL}/sft/probe_check.json",
-    ]
+    ] + expand(
+        f"{RUN}/summary/probe_accuracy.csv",
+        run=GPPO_CFG["runs"],
+        seed=GPPO_CFG["seeds"],
+    )
 
 
 def review_decisions(wildcards):
@@ -67,3 +81,49 @@ def coldstart_shards(wildcards):
         {json.loads(line)["label"] for line in open(accepted) if line.strip()}
     )
     return expand(f"{DATASETS}/coldstart/{{label}}.jsonl", label=labels)
+
+
+def _phase(wildcards) -> int:
+    phase = int(wildcards.phase)
+    if not 1 <= phase <= GPPO_CFG["phases"]:
+        raise WorkflowError(
+            f"GPPO phase {phase} is outside 1..{GPPO_CFG['phases']} (gppo.phases)"
+        )
+    return phase
+
+
+def start_model(wildcards):
+    """GPPO starts from the cold-start model (sft-*) or the bare backbone (base-*, no stage 1)."""
+    if wildcards.run.startswith("base-"):
+        return f"{MODEL}/base"
+    return f"{MODEL}/sft/final"
+
+
+def previous_posterior(wildcards):
+    """Phase t's quotas read phase t-1's posterior; phase 1 starts from Beta(1, 1)."""
+    phase = _phase(wildcards)
+    if phase == 1:
+        return []
+    return (
+        f"{GPPO}/{wildcards.run}/seed{wildcards.seed}/phase{phase - 1}/posterior.json"
+    )
+
+
+def phase_start_model(wildcards):
+    """Phase t trains on from phase t-1's checkpoint; phase 1 from the start model."""
+    phase = _phase(wildcards)
+    if phase == 1:
+        return start_model(wildcards)
+    return f"{GPPO}/{wildcards.run}/seed{wildcards.seed}/phase{phase - 1}/model"
+
+
+def run_phases(name):
+    """Input function: one file per phase 1..T of a run, e.g. run_phases("posterior.json")."""
+
+    def files(wildcards):
+        return expand(
+            f"{GPPO}/{wildcards.run}/seed{wildcards.seed}/phase{{phase}}/{name}",
+            phase=range(1, GPPO_CFG["phases"] + 1),
+        )
+
+    return files

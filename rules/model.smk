@@ -21,7 +21,8 @@ rule build_backbone:
         mem_mb=16000,
         runtime=30,
     params:
-        model=config["model"],
+        # Only what shapes the backbone: editing a training or check setting must not rebuild it.
+        model={k: config["model"][k] for k in ("base", "tiny")},
         seed=config["seed"],
     script:
         "../workflow/scripts/build_backbone.py"

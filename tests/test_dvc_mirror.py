@@ -13,6 +13,13 @@ import sys
 import yaml
 
 
+def _substitute(text: str, item) -> str:
+    """DVC's ${item} / ${item.key} interpolation, for the foreach forms dvc.yaml uses."""
+    if isinstance(item, dict):
+        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
+    return text.replace("${item}", str(item))
+
+
 def expanded_stages(repo) -> dict[str, dict]:
     """Stages with foreach expanded, keyed by their base name (one entry per base)."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
@@ -21,8 +28,9 @@ def expanded_stages(repo) -> dict[str, dict]:
         if "foreach" in stage:
             text = yaml.safe_dump(stage["do"])
             merged = {"deps": [], "outs": []}
-            for item in stage["foreach"]:
-                one = yaml.safe_load(text.replace("${item}", str(item)))
+            items = stage["foreach"]
+            for item in items.values() if isinstance(items, dict) else items:
+                one = yaml.safe_load(_substitute(text, item))
                 merged["deps"] += one.get("deps", [])
                 merged["outs"] += one.get("outs", [])
             out[name] = merged
@@ -45,7 +53,7 @@ def dvc_graph(repo) -> tuple[set[str], set[tuple[str, str]]]:
                     dep == p or dep.startswith(p + "/") or p.startswith(dep + "/") for p in paths
                 ):
                     edges.add((producer, name))
-    return set(stages), edges - {(n, n) for n in stages}
+    return set(stages), edges  # a phase feeding the next is a self-edge, as in the rulegraph
 
 
 def snakemake_graph(workdir, *args: str) -> tuple[set[str], set[tuple[str, str]]]:

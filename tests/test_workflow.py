@@ -173,3 +173,74 @@ def test_dvc_yaml_mirrors_the_rule_graph_after_a_run(run, repo):
     done = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")  # checkpoint settled
     assert done.returncode == 0, done.stderr[-2000:]
     assert dvc_graph(repo) == snakemake_graph(run, "--configfile", "config/tiny.yaml")
+
+
+GPPO_RUN = "results/gppo/sft-ts-iou/seed1"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_gppo_phase_chain(run):
+    """Each phase's artifacts exist and chain: quotas from the previous posterior, batches as
+    planned (read from inside the trainer), an exact posterior update, the run's summary."""
+    root = run / GPPO_RUN
+    prior = {"alpha": dict.fromkeys(CLASSES, 1.0), "beta": dict.fromkeys(CLASSES, 1.0)}
+    for phase in (1, 2, 3):
+        d = root / f"phase{phase}"
+        quotas = json.loads((d / "quotas.json").read_text())
+        assert quotas["prior"] == prior
+        assert sum(quotas["quotas"].values()) == quotas["batch_size"] == 4
+        dataset = _jsonl(d / "dataset.jsonl")
+        assert len(dataset) == quotas["n_batches"] * 4 == 8
+        planned = [[r["id"] for r in dataset if r["batch"] == k] for k in range(2)]
+        seen = _jsonl(d / "batches.jsonl")
+        assert [sorted(b["prompt_ids"]) for b in seen] == [sorted(p) for p in planned]
+        posterior = json.loads((d / "posterior.json").read_text())
+        for c in CLASSES:
+            n_plus, n_minus = posterior["counts"]["correct"][c], posterior["counts"]["wrong"][c]
+            assert posterior["posterior"]["alpha"][c] == prior["alpha"][c] + n_plus
+            assert posterior["posterior"]["beta"][c] == prior["beta"][c] + n_minus
+        prior = posterior["posterior"]
+        train = json.loads((d / "train.manifest.json").read_text())
+        # The phase trained from the checkpoint the previous stage published.
+        parent = "results/model/sft/manifest.json"
+        if phase > 1:
+            parent = f"{GPPO_RUN}/phase{phase - 1}/train.manifest.json"
+        published = json.loads((run / parent).read_text())["final_sha256"]["sha256"]
+        assert train["params"]["phase"] == phase
+        assert train["inputs"]["parent_checkpoint"]["sha256"] == published
+    summary = root / "summary"
+    probe = pd.read_csv(summary / "probe_accuracy.csv")
+    assert list(probe["stage"]) == ["sft", "phase1", "phase2", "phase3"]
+    phases = pd.read_csv(summary / "phases.csv")
+    assert len(phases) == 3 * len(CLASSES) and "zero_spread_fraction" in phases
+    for name in ("quota_shares", "posteriors", "reward_curves", "probe_accuracy"):
+        assert (summary / f"{name}.png").stat().st_size > 1000
+
+
+def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
+    root = run / GPPO_RUN
+    untouched = [
+        root / "phase1/model/config.json",
+        root / "phase1/posterior.json",
+        root / "phase2/quotas.json",
+        run / "results/model/sft/final/config.json",
+        run / "results/datasets/rl_prompts.jsonl",
+    ]
+    before = {p: p.stat().st_mtime_ns for p in untouched}
+    redone = [root / "phase2/posterior.json", root / "phase3/quotas.json"]
+    redone_before = {p: p.stat().st_mtime_ns for p in redone}
+    target = f"{GPPO_RUN}/phase2/train_summary.json"
+    result = snakemake(
+        run, "--cores", "2", "--configfile", "config/tiny.yaml", "--forcerun", target
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _rules_run(result) == {"gppo_train", "gppo_posterior", "gppo_quota", "gppo_summary"}
+    jobs = re.findall(
+        r"wildcards: run=sft-ts-iou, seed=1, phase=(\d)", result.stdout + result.stderr
+    )
+    assert sorted(set(jobs)) == ["2", "3"] and "1" not in jobs
+    assert {p: p.stat().st_mtime_ns for p in untouched} == before
+    assert all(p.stat().st_mtime_ns > redone_before[p] for p in redone)

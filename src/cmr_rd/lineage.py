@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 CHUNK = 1 << 20
+# Snakemake drops this marker into every directory() output after the job; it is not content.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -28,7 +30,7 @@ def sha256_tree(root: str | Path) -> tuple[str, int]:
     root = Path(root)
     digest = hashlib.sha256()
     count = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER):
         rel = path.relative_to(root).as_posix()
         digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         digest.update(sha256_file(path).encode() + b"\n")

@@ -23,3 +23,47 @@ def setup_logging(log_path: str | Path | None) -> logging.Logger:
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     return logging.getLogger("cmr_rd")
+
+
+def fingerprint(settings: dict) -> str:
+    """A short stable digest of a training run's inputs and settings: its run folder's name.
+
+    A rerun with the same inputs finds its own checkpoints and resumes; a changed input or setting
+    gets a fresh folder instead of resuming someone else's run.
+    """
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
+    """Run a training CLI (`-m module ...`) in a child process; return its exit code.
+
+    One process per GPU through `accelerate launch` with the shipped DDP config when the job has
+    several GPUs, else the current interpreter. SIGTERM (SLURM preemption) is passed on to the
+    child, which checkpoints and exits 143, so the job's rerun resumes.
+    """
+    import signal
+    import subprocess
+
+    if gpus > 1:
+        cmd = ["accelerate", "launch", "--config_file", "config/accelerate/ddp.yaml",
+               "--num_processes", str(gpus), *args]  # fmt: skip
+    else:
+        cmd = [sys.executable, *args]
+    logging.getLogger("cmr_rd").info("launching %s", " ".join(cmd))
+    with open(log_path, "a") as stream:
+        child = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        try:
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def optional_paths(value) -> list[str]:
+    """A Snakemake input that may be absent, one path, or several, as a list of paths."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str | Path) else [str(v) for v in value]

@@ -136,6 +136,7 @@ def check_checkpoint(
         "accuracy": correct / n,
         "per_class_accuracy": {c: sum(by_class[c]) / len(by_class[c]) for c in order},
         "per_class_n": {c: len(by_class[c]) for c in order},
+        "per_class_correct": {c: sum(by_class[c]) for c in order},
         "seconds": round(seconds, 3),
         "max_new_tokens": max_new_tokens,
         "examples": examples,

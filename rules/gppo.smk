@@ -1,0 +1,99 @@
+# Stage 2, GPPO. Phase t: quotas from posterior t-1 -> GRPO from checkpoint t-1 (KL to the start
+# model) -> probe decoding -> posterior t. Each output feeds phase t+1, so rerunning phase t
+# reruns t..T and nothing upstream.
+
+
+rule gppo_quota:
+    input:
+        prompts=rules.prompt_datasets.output.rl,
+        posterior=previous_posterior,
+    output:
+        quotas=f"{PHASE}/quotas.json",
+        dataset=f"{PHASE}/dataset.jsonl",
+        lineage=f"{PHASE}/quota.manifest.json",
+    log:
+        f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/quota.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        gppo=GPPO_CFG,
+    script:
+        "../workflow/scripts/gppo_quota.py"
+
+
+rule gppo_train:
+    input:
+        model=phase_start_model,
+        ref=start_model,
+        data=rules.gppo_quota.output.dataset,
+    output:
+        final=directory(f"{PHASE}/model"),
+        summary=f"{PHASE}/train_summary.json",
+        rewards=f"{PHASE}/rewards.csv",
+        batches=f"{PHASE}/batches.jsonl",
+        loss=f"{PHASE}/loss.csv",
+        lineage=f"{PHASE}/train.manifest.json",
+    log:
+        f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/train.log",
+    benchmark:
+        f"logs/benchmarks/gppo/{{run}}/seed{{seed}}/phase{{phase}}/train.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=48000,
+        runtime=720,
+    params:
+        gppo=GPPO_CFG,
+    script:
+        "../workflow/scripts/gppo_train.py"
+
+
+rule gppo_posterior:
+    input:
+        model=rules.gppo_train.output.final,
+        probe=rules.prompt_datasets.output.probe,
+        prior=previous_posterior,
+    output:
+        posterior=f"{PHASE}/posterior.json",
+        probe=f"{PHASE}/probe.json",
+        lineage=f"{PHASE}/posterior.manifest.json",
+    log:
+        f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/posterior.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        gppo=GPPO_CFG,
+    script:
+        "../workflow/scripts/gppo_posterior.py"
+
+
+rule gppo_summary:
+    input:
+        sft_probe=rules.sft_check.output.report,
+        quotas=run_phases("quotas.json"),
+        posteriors=run_phases("posterior.json"),
+        probes=run_phases("probe.json"),
+        rewards=run_phases("rewards.csv"),
+        summaries=run_phases("train_summary.json"),
+    output:
+        probe=f"{RUN}/summary/probe_accuracy.csv",
+        quotas=f"{RUN}/summary/quotas.csv",
+        rewards=f"{RUN}/summary/rewards.csv",
+        phases=f"{RUN}/summary/phases.csv",
+        quota_plot=f"{RUN}/summary/quota_shares.png",
+        posterior_plot=f"{RUN}/summary/posteriors.png",
+        reward_plot=f"{RUN}/summary/reward_curves.png",
+        probe_plot=f"{RUN}/summary/probe_accuracy.png",
+    log:
+        f"logs/gppo/{{run}}/seed{{seed}}/summary.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow/scripts/gppo_summary.py"

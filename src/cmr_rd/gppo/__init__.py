@@ -1,0 +1,1 @@
+"""Stage 2, GPPO: Thompson-sampled class quotas, triple rewards, per-phase GRPO, Beta posteriors."""

@@ -1,0 +1,560 @@
+"""One GPPO phase: GRPO with TRL's GRPOTrainer on a quota-ordered phase dataset.
+
+What the paper fixes, and how it maps onto TRL 1.16:
+
+- G completions per prompt, advantage A = R - group mean with no std scaling
+  (`scale_rewards="none"`), the clipped surrogate with ε (`loss_type="grpo"`, `epsilon`), the k3 KL
+  estimator with β against the SFT checkpoint (`use_bias_correction_kl=False`), and an entropy
+  bonus η (`entropy_coef`);
+- every generation batch is one quota batch of B prompts. TRL draws generation batches from a
+  RepeatSampler over the dataset in order (`shuffle_dataset=False`) in chunks of
+  `generation_batch_size / G` prompts, and silently drops a short last chunk; the phase dataset is
+  therefore built as whole batches of B, and the batch arithmetic below makes
+  `generation_batch_size = B * G` with one optimizer step per generation batch;
+- the KL reference is the SFT checkpoint for every phase, not the phase's starting checkpoint:
+  TRL builds the reference from `model.config._name_or_path`, so that is pointed at the SFT folder.
+
+`GPPOTrainer` records, from inside the trainer, what each generation batch held (prompt ids and
+classes) and what each completion scored per reward component. That record is how the tests
+verify the quota composition from the trainer's side, and it is the per-class reward log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmr_rd.classes import CLASSES
+from cmr_rd.gppo.rewards import COMPONENTS, RewardConfig, reward_functions
+from cmr_rd.model.backbone import (
+    BackboneError,
+    check_image_size,
+    family_of,
+    load_backbone,
+    set_trainable,
+)
+from cmr_rd.model.train import (
+    Preempted,
+    TrainInputError,
+    _make_callbacks,
+    _precision,
+    _reset_tokenizer_state,
+    _sigterm_sets,
+    _StopFlag,
+    _trim_loss_csv,
+    checkpoint_step,
+    latest_checkpoint,
+    load_records,
+    open_image,
+)
+
+REWARD_FIELDS = (
+    "phase",
+    "step",
+    "class",
+    "prompts",
+    *(f"{name}_mean" for name in COMPONENTS),
+    "total_mean",
+    "zero_spread_groups",
+    "zero_spread_fraction",
+)
+
+
+@dataclass(frozen=True)
+class GPPOConfig:
+    """One phase's settings. `lr` is phase 1's rate; phase t trains at lr * lr_decay**(t-1)."""
+
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs (tests, benchmarks)
+    batch_prompts: int = 8  # B: prompts per generation batch = one quota batch
+    num_generations: int = 4  # G
+    micro_batch: int = 32  # completions per forward/backward on one device; divides B*G/world
+    lr: float = 3e-4
+    lr_decay: float = 0.7
+    lr_scheduler: str = "constant"
+    beta: float = 0.04  # KL coefficient (k3 estimator)
+    epsilon: float = 0.2  # clip range
+    entropy_coef: float = 0.0  # η
+    temperature: float = 1.0
+    max_completion_length: int = 256
+    save_steps: int = 20
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    seed: int = 0
+    threads: int = 2
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise TrainInputError("num_generations must be >= 2 (advantages need a group)")
+        if self.batch_prompts < 1 or self.micro_batch < 1 or self.threads < 1:
+            raise TrainInputError("batch_prompts, micro_batch and threads must be >= 1")
+        if not 0 < self.lr_decay <= 1:
+            raise TrainInputError("lr_decay must be in (0, 1]")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise TrainInputError("set max_steps > 0 or epochs > 0")
+        if self.temperature <= 0:
+            raise TrainInputError("temperature must be > 0: GRPO needs sampled, varied completions")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> GPPOConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainInputError(f"unknown GPPO config keys: {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise TrainInputError(f"bad GPPO config: {exc}") from exc
+
+    def phase_lr(self, phase: int) -> float:
+        return self.lr * self.lr_decay ** (phase - 1)
+
+
+def batch_arithmetic(cfg: GPPOConfig, world_size: int) -> dict[str, int]:
+    """Trainer sizes that make one generation batch = one quota batch = one optimizer step."""
+    completions = cfg.batch_prompts * cfg.num_generations
+    per_device = min(cfg.micro_batch, completions // world_size or 1)
+    if completions % (per_device * world_size):
+        raise TrainInputError(
+            f"batch_prompts * num_generations = {completions} completions must split evenly into "
+            f"micro_batch {per_device} x {world_size} process(es); change micro_batch"
+        )
+    steps = completions // (per_device * world_size)
+    return {
+        "generation_batch_size": completions,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": steps,  # = steps_per_generation: one step per batch
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def _decode(batch: dict[str, list]) -> dict[str, list]:
+    return {
+        "id": batch["id"],
+        "prompt": [json.loads(m) for m in batch["prompt_json"]],
+        "images": [[open_image(p) for p in paths] for paths in batch["image_paths"]],
+        "label": batch["label"],
+        "box": [json.loads(b) for b in batch["box_json"]],
+    }
+
+
+def build_prompt_dataset(records: list[dict[str, Any]]) -> Any:
+    """Prompt rows in file order (the quota order), images opened on access.
+
+    `prompt` is the user turn only; the label and the lesion box travel as columns that TRL hands
+    to the reward functions. JSON strings keep Arrow from unifying message parts.
+    """
+    import datasets
+
+    prompts = []
+    for record in records:
+        turns = []
+        for message in record["messages"]:
+            if message.get("role") == "assistant":
+                break
+            turns.append(message)
+        prompts.append(turns)
+    dataset = datasets.Dataset.from_dict(
+        {
+            "id": [str(r["id"]) for r in records],
+            "prompt_json": [json.dumps(p) for p in prompts],
+            "image_paths": [[str(p) for p in r.get("images") or []] for r in records],
+            "label": [str(r["label"]) for r in records],
+            "box_json": [json.dumps(r.get("box")) for r in records],
+        }
+    )
+    dataset.set_transform(_decode)
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# The recorder: what each generation batch held and scored, seen from inside the trainer
+
+
+class BatchRecorder:
+    """Collects per-completion reward components while TRL scores a generation batch.
+
+    The reward functions are wrapped so that each call stores its values; at the end of the batch
+    the values, ids and labels of all processes are gathered (TRL's own order: process 0's rows
+    first), and the main process appends one row per class to rewards.csv and one line per batch
+    to batches.jsonl.
+    """
+
+    def __init__(self, out_dir: Path, phase: int, num_generations: int, is_main: bool) -> None:
+        self.rewards_csv = out_dir / "rewards.csv"
+        self.batches_jsonl = out_dir / "batches.jsonl"
+        self.phase = phase
+        self.num_generations = num_generations
+        self.is_main = is_main
+        self.current: dict[str, list[float]] = {}
+        self.totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def wrap(self, function):
+        name = function.__name__.removesuffix("_reward")
+
+        def recorded(*args, **kwargs):
+            values = function(*args, **kwargs)
+            self.current[name] = list(values)
+            return values
+
+        recorded.__name__ = function.__name__
+        return recorded
+
+    def trim(self, keep_through: int) -> None:
+        """On resume, drop what the steps about to be redone had logged."""
+        if not self.is_main:
+            return
+        if self.rewards_csv.exists():
+            with self.rewards_csv.open(newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= keep_through]
+            self._write_rows(rows, mode="w")
+        if self.batches_jsonl.exists():
+            lines = [
+                line
+                for line in self.batches_jsonl.read_text(encoding="utf-8").splitlines()
+                if line and json.loads(line)["step"] <= keep_through
+            ]
+            self.batches_jsonl.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    def _write_rows(self, rows: list[dict], mode: str = "a") -> None:
+        new = mode == "w" or not self.rewards_csv.exists() or self.rewards_csv.stat().st_size == 0
+        with self.rewards_csv.open(mode, newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=REWARD_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def finish_batch(self, step: int, ids: list[str], labels: list[str]) -> None:
+        """Called with the gathered ids/labels of one generation batch (all processes)."""
+        from accelerate.utils import gather_object
+
+        components = {name: gather_object(self.current.get(name, [])) for name in COMPONENTS}
+        self.current = {}
+        if not self.is_main:
+            return
+        g = self.num_generations
+        n = len(ids)
+        values = {k: (v if len(v) == n else [0.0] * n) for k, v in components.items()}
+        totals = [sum(values[k][i] for k in COMPONENTS) for i in range(n)]
+        groups = [(ids[i], labels[i], totals[i : i + g]) for i in range(0, n, g)]
+        rows = []
+        for cls in [c for c in CLASSES if c in labels] + sorted(set(labels) - set(CLASSES)):
+            rows_c = [i for i in range(n) if labels[i] == cls]
+            groups_c = [grp for grp in groups if grp[1] == cls]
+            flat = [abs(max(t) - min(t)) < 1e-9 for _, _, t in groups_c]
+            row = {"phase": self.phase, "step": step, "class": cls, "prompts": len(groups_c)}
+            for name in COMPONENTS:
+                row[f"{name}_mean"] = f"{sum(values[name][i] for i in rows_c) / len(rows_c):.6f}"
+            row["total_mean"] = f"{sum(totals[i] for i in rows_c) / len(rows_c):.6f}"
+            row["zero_spread_groups"] = sum(flat)
+            row["zero_spread_fraction"] = f"{sum(flat) / len(flat):.6f}"
+            rows.append(row)
+        self._write_rows(rows)
+        with self.batches_jsonl.open("a", encoding="utf-8") as handle:
+            handle.write(
+                json.dumps(
+                    {"step": step, "prompt_ids": [grp[0] for grp in groups],
+                     "labels": [grp[1] for grp in groups],
+                     "group_sizes": sorted({len(grp[2]) for grp in groups})}
+                ) + "\n"
+            )  # fmt: skip
+
+
+def _trainer_class() -> type:
+    from accelerate.utils import gather_object
+    from trl import GRPOTrainer
+
+    class GPPOTrainer(GRPOTrainer):
+        """GRPOTrainer plus the batch recorder and a time split (generation/reward/loss)."""
+
+        recorder: BatchRecorder | None = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.timings = defaultdict(float)
+            self.rollouts = 0
+
+        def _generate(self, prompts):
+            started = time.perf_counter()
+            try:
+                return super()._generate(prompts)
+            finally:
+                self.timings["generation"] += time.perf_counter() - started
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            started = time.perf_counter()
+            try:
+                return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            finally:
+                self.timings["reward"] += time.perf_counter() - started
+
+        def _generate_and_score_completions(self, inputs):
+            started = time.perf_counter()
+            output = super()._generate_and_score_completions(inputs)
+            ids = gather_object([str(x["id"]) for x in inputs])
+            labels = gather_object([str(x["label"]) for x in inputs])
+            self.rollouts += len(ids)
+            if self.recorder is not None:
+                self.recorder.finish_batch(self.state.global_step + 1, ids, labels)
+            self.timings["generate_and_score"] += time.perf_counter() - started
+            return output
+
+        def training_step(self, model, inputs, num_items_in_batch):
+            started = time.perf_counter()
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self.timings["training_step"] += time.perf_counter() - started
+
+        def time_split(self) -> dict[str, float]:
+            """Seconds in generation, reward, reference/old log-probs, and loss + backward."""
+            t = self.timings
+            score_other = t["generate_and_score"] - t["generation"] - t["reward"]
+            return {
+                "generation": round(t["generation"], 3),
+                "reward": round(t["reward"], 3),
+                "logprobs": round(max(score_other, 0.0), 3),
+                "loss_backward": round(max(t["training_step"] - t["generate_and_score"], 0.0), 3),
+            }
+
+    return GPPOTrainer
+
+
+def make_trainer(
+    model: torch.nn.Module,
+    processor: Any,
+    dataset: Any,
+    out_dir: Path,
+    cfg: GPPOConfig,
+    rewards: RewardConfig,
+    phase: int,
+    world_size: int,
+    recorder: BatchRecorder | None = None,
+) -> Any:
+    """The phase's trainer; public so tests and the benchmark drive exactly what the rule runs."""
+    from trl import GRPOConfig
+
+    sizes = batch_arithmetic(cfg, world_size)
+    precision = _precision()
+    args = GRPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=sizes["per_device_train_batch_size"],
+        gradient_accumulation_steps=sizes["gradient_accumulation_steps"],
+        num_generations=cfg.num_generations,
+        learning_rate=cfg.phase_lr(phase),
+        lr_scheduler_type=cfg.lr_scheduler,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        loss_type="grpo",
+        scale_rewards="none",
+        use_bias_correction_kl=False,
+        entropy_coef=cfg.entropy_coef,
+        temperature=cfg.temperature,
+        max_completion_length=cfg.max_completion_length,
+        shuffle_dataset=False,  # the quota order is the order
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        bf16=precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=cfg.gradient_checkpointing,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+        log_level="error",
+        remove_unused_columns=False,
+    )
+    trainer_class = _trainer_class()
+    functions = reward_functions(rewards)
+    if recorder is not None:
+        functions = [recorder.wrap(f) for f in functions]
+    previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")
+    try:
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            reward_funcs=functions,
+            train_dataset=dataset,
+            processing_class=processor,
+        )
+    finally:
+        if previous_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
+    trainer.recorder = recorder
+    return trainer
+
+
+def load_policy(model_path: Path, ref_path: Path) -> tuple[torch.nn.Module, Any]:
+    """The phase's starting policy, with its KL reference pointed at `ref_path` (the SFT model)."""
+    try:
+        model, processor = load_backbone(str(model_path))
+        check_image_size(processor, model)
+        if not Path(ref_path).is_dir():
+            raise BackboneError(f"KL reference checkpoint not found: {ref_path}")
+        # The vision tower stays frozen, as in stage 1b; projector and language model train.
+        set_trainable(model, ("projector", "language"))
+    except BackboneError as exc:
+        raise TrainInputError(str(exc)) from exc
+    model.config._name_or_path = str(ref_path)  # TRL builds the reference from this path
+    return model, processor
+
+
+def train_phase(
+    model_path: Path,
+    ref_path: Path,
+    dataset_jsonl: Path,
+    out_dir: Path,
+    cfg: GPPOConfig,
+    rewards: RewardConfig,
+    phase: int,
+) -> dict:
+    """Train one phase; write final/, rewards.csv, batches.jsonl, train_summary.json.
+
+    Resumes from the newest checkpoint in out_dir; SIGTERM saves and raises `Preempted`.
+    """
+    flag = _StopFlag()
+    with _sigterm_sets(flag):
+        return _train_phase(
+            Path(model_path), Path(ref_path), Path(dataset_jsonl), Path(out_dir), cfg, rewards,
+            phase, flag,
+        )  # fmt: skip
+
+
+def _train_phase(
+    model_path: Path,
+    ref_path: Path,
+    dataset_jsonl: Path,
+    out_dir: Path,
+    cfg: GPPOConfig,
+    rewards: RewardConfig,
+    phase: int,
+    flag: _StopFlag,
+) -> dict:
+    from transformers import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if phase < 1:
+        raise TrainInputError(f"phase must be >= 1, got {phase}")
+    records = load_records(dataset_jsonl, need_assistant=False)
+    missing = [r.get("id") for r in records if not r.get("label")]
+    if missing:
+        raise TrainInputError(f"{dataset_jsonl}: records without a label: {missing[:3]}")
+    if len(records) % cfg.batch_prompts:
+        raise TrainInputError(
+            f"{dataset_jsonl}: {len(records)} prompts is not a whole number of batches of "
+            f"{cfg.batch_prompts}; TRL would drop the short last batch"
+        )
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cfg.threads)
+    model, processor = load_policy(model_path, ref_path)
+    family = family_of(model)
+
+    from accelerate import PartialState
+
+    world_size = PartialState().num_processes
+    is_main = PartialState().is_main_process
+    checkpoints = out_dir / "checkpoints"
+    resume = latest_checkpoint(checkpoints)
+    resumed_from = checkpoint_step(resume) if resume else 0
+    loss_csv = out_dir / "loss.csv"
+    recorder = BatchRecorder(out_dir, phase, cfg.num_generations, is_main)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _trim_loss_csv(loss_csv, resumed_from)
+        recorder.trim(resumed_from)
+
+    dataset = build_prompt_dataset(records)
+    trainer = make_trainer(
+        model, processor, dataset, out_dir, cfg, rewards, phase, world_size, recorder
+    )
+    for callback in _make_callbacks(flag, loss_csv, is_main):
+        trainer.add_callback(callback)
+    trainer.accelerator.wait_for_everyone()
+
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - started
+    step = trainer.state.global_step
+    if flag.stopped_at is not None and step < trainer.state.max_steps:
+        raise Preempted(step, latest_checkpoint(checkpoints))
+
+    final = out_dir / "final"
+    trainer.save_model(str(final))
+    if is_main:
+        _reset_tokenizer_state(processor)
+        processor.save_pretrained(final)
+        # Save the policy's own identity, not the reference path we borrowed for TRL.
+        config_path = final / "config.json"
+        config = json.loads(config_path.read_text())
+        config.pop("_name_or_path", None)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    trainer.accelerator.wait_for_everyone()
+
+    sizes = batch_arithmetic(cfg, world_size)
+    summary = {
+        "phase": phase,
+        "family": family,
+        "steps": step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from_step": resumed_from,
+        "precision": _precision(),
+        "world_size": world_size,
+        "learning_rate": cfg.phase_lr(phase),
+        "batch": sizes,
+        "prompts": len(records),
+        "rollouts_this_run": trainer.rollouts,
+        "train_seconds": round(wall, 3),
+        "rollouts_per_second": round(trainer.rollouts / wall, 3) if wall > 0 else None,
+        "optimizer_steps_per_second": round((step - resumed_from) / wall, 4) if wall else None,
+        "time_split_seconds": trainer.time_split(),
+        "reward_summary": summarize_rewards(recorder.rewards_csv) if is_main else None,
+        "config": asdict(cfg),
+        "rewards": asdict(rewards),
+        "model": str(model_path),
+        "reference": str(ref_path),
+        "dataset": str(dataset_jsonl),
+    }
+    if is_main:
+        (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize_rewards(rewards_csv: Path) -> dict[str, dict[str, float]]:
+    """Per class over the whole phase: prompt-weighted reward means and zero-spread fraction."""
+    if not Path(rewards_csv).exists():
+        return {}
+    with Path(rewards_csv).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    out: dict[str, dict[str, float]] = {}
+    for cls in [c for c in CLASSES if any(r["class"] == c for r in rows)]:
+        mine = [r for r in rows if r["class"] == cls]
+        prompts = sum(int(r["prompts"]) for r in mine)
+        stats = {"prompts": prompts}
+        for key in [f"{name}_mean" for name in COMPONENTS] + ["total_mean"]:
+            stats[key] = round(sum(float(r[key]) * int(r["prompts"]) for r in mine) / prompts, 6)
+        stats["zero_spread_fraction"] = round(
+            sum(int(r["zero_spread_groups"]) for r in mine) / prompts, 6
+        )
+        out[cls] = stats
+    return out

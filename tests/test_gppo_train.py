@@ -1,0 +1,233 @@
+"""One GPPO phase through TRL's GRPOTrainer: the settings METHOD.md fixes, the quota batches as
+the trainer sees them, the KL reference, bad input, and preemption with resume.
+
+A tiny Gemma3 and ring phantoms drawn here keep the file independent of a demo run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmr_rd.gppo.posterior import Posterior
+from cmr_rd.gppo.quotas import plan_phase
+from cmr_rd.gppo.rewards import RewardConfig
+from cmr_rd.gppo.train import (
+    BatchRecorder,
+    GPPOConfig,
+    batch_arithmetic,
+    build_prompt_dataset,
+    load_policy,
+    make_trainer,
+    train_phase,
+)
+from cmr_rd.model.backbone import TinyConfig, build_tiny, load_backbone
+from cmr_rd.model.train import TrainInputError
+from test_train import _corpus, _env, make_rings
+
+B, G = 4, 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model", _corpus(), TinyConfig())
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> list[dict]:
+    """A long-tailed pool: 20 HCM, 20 DCM and only 3 NOR (a with-replacement class)."""
+    path = make_rings(tmp_path_factory.mktemp("rings"), per_class=20, seed=3, with_answer=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    nor = [r for r in rows if r["label"] == "NOR"][:3]
+    return [r for r in rows if r["label"] != "NOR"] + nor
+
+
+def _phase_dataset(prompts: list[dict], out: Path, n_batches: int = 3, seed: int = 5) -> tuple:
+    posterior = Posterior(
+        alpha={"HCM": 9, "DCM": 3, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 1},
+        beta={"HCM": 1, "DCM": 3, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 6},
+    )
+    plan = plan_phase(
+        [r["label"] for r in prompts], posterior, strategy="ts", batch_size=B,
+        n_batches=n_batches, pool_threshold=5, seed=seed, phase=2,
+    )  # fmt: skip
+    rows = [{**prompts[i], "batch": k} for k, ids in enumerate(plan.batches) for i in ids]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return plan, rows
+
+
+def _cfg(**overrides) -> GPPOConfig:
+    values = dict(
+        epochs=2.0, batch_prompts=B, num_generations=G, micro_batch=8, max_completion_length=8,
+        save_steps=1000, threads=1, lr=1e-3,
+    )  # fmt: skip
+    values.update(overrides)
+    return GPPOConfig(**values)
+
+
+def test_trainer_settings_are_the_methods(tiny, prompts, tmp_path):
+    _phase_dataset(prompts, tmp_path / "phase.jsonl")
+    model, processor = load_policy(tiny, tiny)
+    cfg = _cfg(beta=0.05, epsilon=0.3, entropy_coef=0.002, lr=1e-3, lr_decay=0.5)
+    dataset = build_prompt_dataset([json.loads(x) for x in open(tmp_path / "phase.jsonl")])
+    trainer = make_trainer(model, processor, dataset, tmp_path, cfg, RewardConfig(), 3, 1)
+    args = trainer.args
+    assert args.scale_rewards == "none" and args.loss_type == "grpo"
+    assert args.use_bias_correction_kl is False and args.shuffle_dataset is False
+    assert (args.beta, args.epsilon, args.entropy_coef) == (0.05, 0.3, 0.002)
+    assert args.learning_rate == pytest.approx(1e-3 * 0.5**2)  # lr_3 = lr_1 * decay^(3-1)
+    assert args.num_generations == G and args.num_train_epochs == 2.0
+    # One generation batch = one quota batch of B prompts x G completions = one optimizer step.
+    assert args.generation_batch_size == B * G
+    assert args.steps_per_generation == args.gradient_accumulation_steps == B * G // 8
+    assert [f.__name__ for f in trainer.reward_funcs] == [
+        "format_reward",
+        "answer_reward",
+        "iou_reward",
+    ]
+
+
+def test_batch_arithmetic_refuses_a_split_that_breaks_batches():
+    assert batch_arithmetic(_cfg(micro_batch=4), world_size=2) == {
+        "generation_batch_size": 16,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+    }
+    with pytest.raises(TrainInputError, match="split evenly"):
+        batch_arithmetic(_cfg(micro_batch=6), world_size=1)
+
+
+def test_every_generation_batch_is_one_quota_batch(tiny, prompts, tmp_path):
+    """Read from inside the trainer: the prompts of each generation batch, in order, per epoch."""
+    plan, rows = _phase_dataset(prompts, tmp_path / "phase.jsonl")
+    assert plan.record["modes"]["NOR"] == "with_replacement"
+    out = tmp_path / "out"
+    summary = train_phase(tiny, tiny, tmp_path / "phase.jsonl", out, _cfg(), RewardConfig(), 2)
+    seen = [json.loads(x) for x in (out / "batches.jsonl").read_text().splitlines()]
+    assert summary["steps"] == len(seen) == 2 * len(plan.batches)  # 2 epochs, no batch dropped
+    for step, batch in enumerate(seen, start=1):
+        planned = plan.batches[(step - 1) % len(plan.batches)]
+        assert batch["step"] == step
+        assert Counter(batch["prompt_ids"]) == Counter(prompts[i]["id"] for i in planned)
+        assert Counter(batch["labels"]) == +Counter(plan.record["quotas"])
+        assert batch["group_sizes"] == [G]
+    rewards = (out / "rewards.csv").read_text().splitlines()
+    assert rewards[0].startswith("phase,step,class,prompts,format_mean")
+    assert {line.split(",")[2] for line in rewards[1:]} == {
+        c for c, q in plan.record["quotas"].items() if q
+    }
+    assert set(summary["time_split_seconds"]) == {
+        "generation",
+        "reward",
+        "logprobs",
+        "loss_backward",
+    }
+    assert summary["rollouts_this_run"] == 2 * len(plan.batches) * B * G
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert "_name_or_path" not in config  # the borrowed reference path is not saved as identity
+
+
+def test_kl_reference_is_the_start_model_not_the_previous_phase(tiny, prompts, tmp_path):
+    previous, processor = load_backbone(str(tiny))
+    with torch.no_grad():
+        for p in previous.parameters():
+            p.add_(0.01)
+    previous.save_pretrained(tmp_path / "phase1")
+    processor.save_pretrained(tmp_path / "phase1")
+    _phase_dataset(prompts, tmp_path / "phase.jsonl")
+    model, processor = load_policy(tmp_path / "phase1", tiny)
+    dataset = build_prompt_dataset([json.loads(x) for x in open(tmp_path / "phase.jsonl")])
+    trainer = make_trainer(model, processor, dataset, tmp_path, _cfg(), RewardConfig(), 2, 1)
+    sft, _ = load_backbone(str(tiny))
+    ref = dict(trainer.ref_model.named_parameters())
+    policy = dict(trainer.model.named_parameters())
+    for name, p in sft.named_parameters():
+        assert torch.equal(ref[name].cpu(), p), name
+        assert not torch.equal(policy[name].cpu(), p), name
+
+
+def test_recorder_counts_zero_spread_groups(tmp_path):
+    recorder = BatchRecorder(tmp_path, phase=1, num_generations=2, is_main=True)
+    # Two HCM groups (one flat, one with spread) and one flat MI group.
+    recorder.current = {
+        "format": [1.5, 1.5, 1.5, 0.0, 1.5, 1.5],
+        "answer": [2.0, 2.0, 0.0, 0.0, 0.0, 0.0],
+        "iou": [0.0, 0.0, 0.0, 0.0, 0.1, 0.1],
+    }
+    recorder.finish_batch(1, ["a", "a", "b", "b", "c", "c"], ["HCM"] * 4 + ["MI"] * 2)
+    rows = (tmp_path / "rewards.csv").read_text().splitlines()
+    assert rows[1] == "1,1,HCM,2,1.125000,1.000000,0.000000,2.125000,1,0.500000"
+    assert rows[2] == "1,1,MI,1,1.500000,0.000000,0.100000,1.600000,1,1.000000"
+    recorder.trim(0)
+    assert (tmp_path / "rewards.csv").read_text().splitlines()[1:] == []
+
+
+def _cli(tiny: Path, data: Path, out: Path, settings: dict) -> list[str]:
+    config = out.parent / f"{out.name}.json"
+    config.write_text(json.dumps(settings))
+    return [
+        sys.executable, "-m", "cmr_rd.gppo.cli", "train", "--phase", "1", "--model", str(tiny),
+        "--ref", str(tiny), "--data", str(data), "--out", str(out), "--config", str(config),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("uneven", "not a whole number of batches of 4"),
+        ("unknown_key", "unknown GPPO config keys: lerning_rate"),
+        ("no_ref", "KL reference checkpoint not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tiny, prompts, tmp_path, case, message):
+    data = tmp_path / "phase.jsonl"
+    _phase_dataset(prompts, data)
+    train = {"batch_prompts": B, "max_completion_length": 8, "threads": 1}
+    cmd = _cli(tiny, data, tmp_path / "out", {"train": train})
+    if case == "uneven":
+        data.write_text("".join(data.read_text().splitlines(keepends=True)[:-1]))
+    elif case == "unknown_key":
+        cmd = _cli(tiny, data, tmp_path / "out", {"train": {**train, "lerning_rate": 1}})
+    else:
+        cmd[cmd.index("--ref") + 1] = str(tmp_path / "missing")
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_sigterm_saves_and_the_rerun_resumes_without_duplicate_steps(tiny, prompts, tmp_path):
+    data = tmp_path / "phase.jsonl"
+    plan, _ = _phase_dataset(prompts, data, n_batches=6)
+    out = tmp_path / "run"
+    train = {"batch_prompts": B, "micro_batch": 8, "max_completion_length": 8, "threads": 1,
+             "save_steps": 1, "epochs": 2.0}  # fmt: skip
+    cmd = _cli(tiny, data, out, {"train": train})
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    import time
+
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-2000:]
+    assert not (out / "final").exists()
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_step"] >= 2 and summary["steps"] == 2 * len(plan.batches)
+    steps = [json.loads(x)["step"] for x in (out / "batches.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 2 * len(plan.batches) + 1))
+    csv_steps = {line.split(",")[1] for line in (out / "rewards.csv").read_text().splitlines()[1:]}
+    assert csv_steps == {str(s) for s in steps}

@@ -1,0 +1,58 @@
+"""Rule gppo_train: GRPO on one phase dataset, from the previous phase's checkpoint, with the
+start model as KL reference. Checkpoints live in a fingerprinted run folder, so a preempted job
+resumes on rerun and a changed input starts afresh."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from cmr_rd.lineage import describe_inputs, sha256_file, write_manifest
+from cmr_rd.stage import fingerprint, launch_training, setup_logging
+
+SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offset + phase
+
+
+def main(sm) -> None:
+    log = setup_logging(sm.log[0])
+    gppo, phase, seed = sm.params.gppo, int(sm.wildcards.phase), int(sm.wildcards.seed)
+    settings = {
+        "train": {**gppo["train"], "batch_prompts": gppo["batch_prompts"],
+                  "seed": seed + SEED_OFFSET + phase, "threads": sm.threads},
+        "rewards": {**gppo["rewards"], "use_iou": sm.wildcards.run.endswith("-iou")},
+    }  # fmt: skip
+    parents = describe_inputs([sm.input.model, sm.input.ref])
+    run_id = fingerprint(
+        {"phase": phase, "settings": settings, "model": parents[str(sm.input.model)]["sha256"],
+         "ref": parents[str(sm.input.ref)]["sha256"], "data": sha256_file(sm.input.data)}
+    )  # fmt: skip
+    run = Path(sm.output.final).parent / "runs" / run_id
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
+    args = ["-m", "cmr_rd.gppo.cli", "train", "--phase", str(phase), "--model",
+            str(sm.input.model), "--ref", str(sm.input.ref), "--data", str(sm.input.data),
+            "--out", str(run), "--config", str(run / "settings.json")]  # fmt: skip
+    log.info("run folder %s", run)
+    code = launch_training(args, int(sm.resources.get("gpu", 0) or 0), sm.log[0])
+    if code != 0:
+        log.error("GPPO training exited with code %d (143: preempted, rerun to resume)", code)
+        sys.exit(code)
+    shutil.copytree(run / "final", sm.output.final)
+    for name in ("summary", "rewards", "batches", "loss"):
+        source = run / Path(getattr(sm.output, name)).name
+        shutil.copy(source, getattr(sm.output, name))
+    write_manifest(
+        sm.output.lineage,
+        rule=sm.rule,
+        config=sm.config,
+        params={"phase": phase, "run": sm.wildcards.run, "seed": seed, **settings,
+                "run_folder": run_id},  # fmt: skip
+        inputs={"parent_checkpoint": parents[str(sm.input.model)],
+                "kl_reference": parents[str(sm.input.ref)], **describe_inputs([sm.input.data])},
+        outputs=[sm.output.summary, sm.output.rewards, sm.output.batches, sm.output.loss],
+        extra={"final_sha256": describe_inputs([sm.output.final])[sm.output.final]},
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
