@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,11 @@ from cmr_rd.model.train import (
     _StopFlag,
     _trim_loss_csv,
     checkpoint_step,
+    config_from_mapping,
     latest_checkpoint,
     load_records,
     open_image,
+    tensorboard_dir,
 )
 
 REWARD_FIELDS = (
@@ -106,14 +107,7 @@ class GPPOConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> GPPOConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainInputError(f"unknown GPPO config keys: {', '.join(unknown)}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise TrainInputError(f"bad GPPO config: {exc}") from exc
+        return config_from_mapping(cls, values, "GPPO")
 
     def phase_lr(self, phase: int) -> float:
         return self.lr * self.lr_decay ** (phase - 1)
@@ -386,9 +380,7 @@ def make_trainer(
     functions = reward_functions(rewards)
     if recorder is not None:
         functions = [recorder.wrap(f) for f in functions]
-    previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")
-    try:
+    with tensorboard_dir(out_dir / "tensorboard"):
         trainer = trainer_class(
             model=model,
             args=args,
@@ -396,11 +388,6 @@ def make_trainer(
             train_dataset=dataset,
             processing_class=processor,
         )
-    finally:
-        if previous_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
     trainer.recorder = recorder
     return trainer
 

@@ -112,15 +112,34 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a JSON/YAML mapping, refusing unknown keys (a typo must not be ignored)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainInputError(f"unknown training config keys: {', '.join(unknown)}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise TrainInputError(f"bad training config: {exc}") from exc
+        return config_from_mapping(cls, values, "training")
+
+
+def config_from_mapping(cls: type, values: dict[str, Any], what: str) -> Any:
+    """Build a config dataclass from a JSON/YAML mapping, refusing unknown keys (a typo must not
+    be ignored) with a one-line TrainInputError."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise TrainInputError(f"unknown {what} config keys: {', '.join(unknown)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise TrainInputError(f"bad {what} config: {exc}") from exc
+
+
+@contextmanager
+def tensorboard_dir(path: Path) -> Iterator[None]:
+    """TRL's TensorBoardCallback reads its folder from the environment when the trainer is
+    created; set it for that moment only and restore the caller's value."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,18 +442,10 @@ def make_trainer(
         # Our columns are decoded by the dataset's transform, not matched to forward()'s signature.
         remove_unused_columns=False,
     )
-    # TensorBoardCallback reads its directory from the environment when it is created.
-    previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard)
-    try:
+    with tensorboard_dir(tensorboard):
         trainer = trainer_class(
             model=model, args=args, train_dataset=dataset, processing_class=processor
         )
-    finally:
-        if previous_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
     return trainer
 
 
