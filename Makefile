@@ -16,6 +16,7 @@ help:
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 	@echo "make bench  - run the benchmarks, results under results/benchmarks/"
+	@echo "(make demo ends with the tables in results/report/ and results/report/report.html)"
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -27,6 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+	$(BIN)/snakemake --report results/report/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -43,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/quota_sim.py
 	$(BIN)/python benchmarks/gppo_step.py
+	$(BIN)/python benchmarks/eval_throughput.py
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \

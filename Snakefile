@@ -1,6 +1,5 @@
 # CMR-RD: LGE ingestion -> o3 rewriting + QC -> alignment -> cold-start SFT -> GPPO phases
-# -> per-class Beta-posterior evaluation -> report tables. Stages land issue by issue; the
-# rule files included below are the ones that exist so far.
+# -> per-class Beta-posterior evaluation -> test-split evaluation -> report tables and figures.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,12 +8,17 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/rewrite.smk"
 include: "rules/datasets.smk"
 include: "rules/model.smk"
 include: "rules/gppo.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 localrules:
@@ -26,6 +30,7 @@ localrules:
     prompt_datasets,
     gppo_quota,
     gppo_summary,
+    report_tables,
 
 
 rule all:

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.config import config_errors
+from cmr_rd.stage import looks_like_path
 
 SCHEMA = workflow.source_path("../config/schema.yaml")
 
@@ -27,12 +28,21 @@ GPPO = "results/gppo"
 GPPO_CFG = config["gppo"]
 RUN = f"{GPPO}/{{run}}/seed{{seed}}"  # one variant and seed: every phase lives below it
 PHASE = f"{RUN}/phase{{phase}}"
+EVAL = "results/eval"
+REPORT = "results/report"
+REPORT_CFG = config["report"]
+ZERO_SHOT = {m["name"]: m["model"] for m in config["evaluate"]["zero_shot"]}
+RUN_NAME = r"(sft|base)-(ts|static|full)-(iou|noiou)"
+# Where a GPPO run's figures sit in the HTML report: one subcategory per variant and seed.
+GPPO_REPORT = {"category": "4 GPPO", "subcategory": "{run} seed {seed}"}
 
 
 wildcard_constraints:
-    run=r"(sft|base)-(ts|static|full)-(iou|noiou)",
+    run=RUN_NAME,
     seed=r"\d+",
     phase=r"\d+",
+    # What an evaluation evaluates: none (base), s1 (SFT), RUN/seedS, or zeroshot/NAME.
+    model=rf"none|s1|{RUN_NAME}/seed\d+|zeroshot/[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
 def ingest_inputs(wildcards=None):
@@ -61,6 +71,7 @@ def final_targets():
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
         f"{MODEL}/sft/probe_check.json",
+        f"{REPORT}/report.md",
     ] + expand(
         f"{RUN}/summary/probe_accuracy.csv",
         run=GPPO_CFG["runs"],
@@ -127,3 +138,107 @@ def run_phases(name):
         )
 
     return files
+
+
+def _checkpoint_of(model: str) -> str:
+    """The folder (or hub id, for a zero-shot model) an evaluation key names."""
+    if model == "none":
+        return f"{MODEL}/base"
+    if model == "s1":
+        return f"{MODEL}/sft/final"
+    if model.startswith("zeroshot/"):
+        name = model.removeprefix("zeroshot/")
+        if name not in ZERO_SHOT:
+            raise WorkflowError(
+                f"zero-shot model {name!r} is not in evaluate.zero_shot"
+            )
+        return ZERO_SHOT[name]
+    run_and_seed = model  # e.g. sft-ts-iou/seed1: the run's folder below results/gppo
+    return f"{GPPO}/{run_and_seed}/phase{GPPO_CFG['phases']}/model"
+
+
+def eval_checkpoint(wildcards):
+    """Input function: the checkpoint folder, or nothing for a hub id (not a file Snakemake
+    could track; the evaluation's manifest records the id)."""
+    ref = _checkpoint_of(wildcards.model)
+    return ref if looks_like_path(ref) else []
+
+
+def eval_model_ref(wildcards):
+    return _checkpoint_of(wildcards.model)
+
+
+def _eval_keys(model: str) -> list[str]:
+    """Evaluation keys behind one table row: one per seed for a GPPO run."""
+    if model in ("none", "s1"):
+        return [model]
+    return [f"{model}/seed{seed}" for seed in GPPO_CFG["seeds"]]
+
+
+def report_rows() -> dict:
+    """Per table, [label, [metrics.json per seed]] rows, and notes for rows left out."""
+    runs = set(GPPO_CFG["runs"])
+    tables, notes = {}, {}
+    sections = {"table5": "ablation", "table2": "sampling", "table4": "iou_reward"}
+    for table, section in sections.items():
+        rows, missing = [], []
+        for label, model in REPORT_CFG[section].items():
+            if model not in ("none", "s1") and model not in runs:
+                missing.append(f"{label} ({model} is not in gppo.runs)")
+                continue
+            rows.append(
+                [label, [f"{EVAL}/{k}/metrics.json" for k in _eval_keys(model)]]
+            )
+        tables[table], notes[table] = rows, missing
+    zero_shot = [[n, [f"{EVAL}/zeroshot/{n}/metrics.json"]] for n in ZERO_SHOT]
+    tables["table1"], notes["table1"] = tables["table5"] + zero_shot, notes["table5"]
+    return {"tables": tables, "notes": notes}
+
+
+def report_metrics(wildcards=None):
+    rows = report_rows()["tables"]
+    return sorted(
+        {path for table in rows.values() for _, paths in table for path in paths}
+    )
+
+
+def showcase(name: str) -> str:
+    """A file of the showcase run's first seed (the run the report's figures follow)."""
+    run = REPORT_CFG["showcase"]
+    if run not in GPPO_CFG["runs"]:
+        raise WorkflowError(
+            f"report.showcase {run!r} is not in gppo.runs {GPPO_CFG['runs']}"
+        )
+    return f"{GPPO}/{run}/seed{GPPO_CFG['seeds'][0]}/{name}"
+
+
+REPORT_TABLES = ("table1", "table2", "table4", "table5", "paper_table1", "paper_table5")
+REPORT_FIGURES = ("confusion", "gallery", "training_curves")
+# The showcase run's GPPO figures, copied so results/report is whole (the HTML report already
+# shows them under 4 GPPO).
+REPORT_COPIES = ("quota_shares", "posteriors", "probe_accuracy")
+
+
+def report_outputs() -> dict:
+    """Every table as CSV (shown in the HTML report), Markdown and LaTeX; every figure as PNG."""
+    outputs = {"summary": f"{REPORT}/report.md", "lineage": f"{REPORT}/manifest.json"}
+    for table in REPORT_TABLES:
+        paper = table.startswith("paper")
+        outputs[f"{table}_csv"] = report(
+            f"{REPORT}/{table}.csv",
+            caption=f"../report/{table}.rst",
+            category="6 Paper (published, reference only)" if paper else "5 Evaluation",
+            subcategory="Tables",
+        )
+        outputs[f"{table}_md"] = f"{REPORT}/{table}.md"
+        outputs[f"{table}_tex"] = f"{REPORT}/{table}.tex"
+    for figure in REPORT_FIGURES:
+        outputs[figure] = report(
+            f"{REPORT}/figures/{figure}.png",
+            caption=f"../report/{figure}.rst",
+            category="5 Evaluation",
+            subcategory="Figures",
+        )
+    for figure in REPORT_COPIES:
+        outputs[figure] = f"{REPORT}/figures/{figure}.png"
+    return outputs

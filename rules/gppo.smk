@@ -83,14 +83,34 @@ rule gppo_summary:
         rewards=run_phases("rewards.csv"),
         summaries=run_phases("train_summary.json"),
     output:
-        probe=f"{RUN}/summary/probe_accuracy.csv",
+        probe=report(
+            f"{RUN}/summary/probe_accuracy.csv",
+            caption="../report/gppo_probe_table.rst",
+            **GPPO_REPORT,
+        ),
         quotas=f"{RUN}/summary/quotas.csv",
         rewards=f"{RUN}/summary/rewards.csv",
         phases=f"{RUN}/summary/phases.csv",
-        quota_plot=f"{RUN}/summary/quota_shares.png",
-        posterior_plot=f"{RUN}/summary/posteriors.png",
-        reward_plot=f"{RUN}/summary/reward_curves.png",
-        probe_plot=f"{RUN}/summary/probe_accuracy.png",
+        quota_plot=report(
+            f"{RUN}/summary/quota_shares.png",
+            caption="../report/quota_shares.rst",
+            **GPPO_REPORT,
+        ),
+        posterior_plot=report(
+            f"{RUN}/summary/posteriors.png",
+            caption="../report/posteriors.rst",
+            **GPPO_REPORT,
+        ),
+        reward_plot=report(
+            f"{RUN}/summary/reward_curves.png",
+            caption="../report/reward_curves.rst",
+            **GPPO_REPORT,
+        ),
+        probe_plot=report(
+            f"{RUN}/summary/probe_accuracy.png",
+            caption="../report/probe_accuracy.rst",
+            **GPPO_REPORT,
+        ),
     log:
         f"logs/gppo/{{run}}/seed{{seed}}/summary.log",
     conda:

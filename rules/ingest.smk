@@ -34,7 +34,11 @@ rule ingest:
     output:
         manifest=f"{INGEST}/manifest.parquet",
         images=directory(f"{INGEST}/images"),
-        counts=f"{INGEST}/counts.csv",
+        counts=report(
+            f"{INGEST}/counts.csv",
+            caption="../report/ingest_counts.rst",
+            category="1 Ingestion",
+        ),
         quarantine=f"{INGEST}/quarantine.csv",
         reconcile=f"{INGEST}/reconcile.json",
         lineage=f"{INGEST}/manifest.json",
@@ -65,7 +69,10 @@ rule ingest_montage:
         manifest=rules.ingest.output.manifest,
         images=rules.ingest.output.images,
     output:
-        montages=expand(f"{INGEST}/qc/montage_{{label}}.png", label=CLASSES),
+        montages=[
+            report(path, caption="../report/montage.rst", category="1 Ingestion")
+            for path in expand(f"{INGEST}/qc/montage_{{label}}.png", label=CLASSES)
+        ],
         lineage=f"{INGEST}/qc/manifest.json",
     log:
         "logs/ingest/montage.log",

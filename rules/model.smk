@@ -35,7 +35,12 @@ rule align:
     output:
         final=directory(f"{MODEL}/align/final"),
         summary=f"{MODEL}/align/train_summary.json",
-        loss=f"{MODEL}/align/loss.csv",
+        loss=report(
+            f"{MODEL}/align/loss.csv",
+            caption="../report/stage_loss.rst",
+            category="3 Stage 1",
+            subcategory="align",
+        ),
         lineage=f"{MODEL}/align/manifest.json",
     log:
         "logs/model/align.log",
@@ -63,7 +68,12 @@ rule sft:
     output:
         final=directory(f"{MODEL}/sft/final"),
         summary=f"{MODEL}/sft/train_summary.json",
-        loss=f"{MODEL}/sft/loss.csv",
+        loss=report(
+            f"{MODEL}/sft/loss.csv",
+            caption="../report/stage_loss.rst",
+            category="3 Stage 1",
+            subcategory="sft",
+        ),
         lineage=f"{MODEL}/sft/manifest.json",
     log:
         "logs/model/sft.log",

@@ -37,7 +37,11 @@ checkpoint rewrite_qc:
     output:
         accepted=f"{REWRITE}/qc/accepted.jsonl",
         sheet=f"{REWRITE}/qc/review_sheet.csv",
-        summary=f"{REWRITE}/qc/qc_summary.csv",
+        summary=report(
+            f"{REWRITE}/qc/qc_summary.csv",
+            caption="../report/qc_summary.rst",
+            category="2 Rewriting QC",
+        ),
         lineage=f"{REWRITE}/qc/manifest.json",
     log:
         "logs/rewrite/rewrite_qc.log",

@@ -72,12 +72,12 @@ def test_plot_writes_a_deterministic_png(name, tmp_path):
 
 
 def test_reward_steps_run_on_across_phases():
-    rows = figures._with_global_steps(_reward_rows())
+    rows = figures.with_global_steps(_reward_rows())
     # Phase 2's steps 1..5 restart, so they follow phase 1's last step (5): 6..10.
     assert sorted(rows.loc[rows["phase"] == 2, "global_step"].unique()) == [6, 7, 8, 9, 10]
     # Steps that are already global are left alone.
     glob = _reward_rows().assign(step=lambda d: d["step"] + 5 * (d["phase"] - 1))
-    assert figures._with_global_steps(glob)["global_step"].max() == 10
+    assert figures.with_global_steps(glob)["global_step"].max() == 10
 
 
 def test_empty_inputs_are_rejected(tmp_path):

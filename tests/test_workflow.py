@@ -237,10 +237,107 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
         run, "--cores", "2", "--configfile", "config/tiny.yaml", "--forcerun", target
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _rules_run(result) == {"gppo_train", "gppo_posterior", "gppo_quota", "gppo_summary"}
+    assert _rules_run(result) == {
+        "gppo_train",
+        "gppo_posterior",
+        "gppo_quota",
+        "gppo_summary",
+        "evaluate",
+        "report_tables",
+    }
+    # Only this run's evaluation is redone; none, s1 and the other run keep theirs.
+    assert re.findall(r"wildcards: model=(\S+)", result.stdout + result.stderr) == [
+        "sft-ts-iou/seed1"
+    ]
     jobs = re.findall(
         r"wildcards: run=sft-ts-iou, seed=1, phase=(\d)", result.stdout + result.stderr
     )
     assert sorted(set(jobs)) == ["2", "3"] and "1" not in jobs
     assert {p: p.stat().st_mtime_ns for p in untouched} == before
     assert all(p.stat().st_mtime_ns > redone_before[p] for p in redone)
+
+
+EVALUATED = ("none", "s1", "sft-ts-iou/seed1", "sft-static-iou/seed1")
+
+
+def test_evaluations_are_computed_from_their_samples(run):
+    """Each evaluation covers the whole test split, and its metrics are exactly what the metric
+    code computes from its own per-sample records (no number comes from anywhere else)."""
+    from cmr_rd.evaluate.metrics import compute_metrics
+
+    test = _jsonl(run / "results/datasets/test.jsonl")
+    for key in EVALUATED:
+        d = run / "results/eval" / key
+        samples = pd.read_parquet(d / "samples.parquet")
+        assert list(samples["id"]) == [r["id"] for r in test]
+        assert list(samples["label"]) == [r["label"] for r in test]
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["n"] == len(test) and metrics["model"] == key
+        recomputed = json.loads(json.dumps(compute_metrics(samples)))
+        assert {k: metrics[k] for k in recomputed} == recomputed
+        scores = samples[[f"score_{c}" for c in CLASSES]].to_numpy()
+        assert abs(scores.sum(axis=1) - 1).max() < 1e-6
+        lineage = json.loads((d / "manifest.json").read_text())
+        assert lineage["rule"] == "evaluate" and lineage["params"]["model"] == key
+    final = json.loads((run / "results/eval/s1/manifest.json").read_text())
+    sft = json.loads((run / "results/model/sft/manifest.json").read_text())["final_sha256"]
+    assert final["inputs"]["results/model/sft/final"]["sha256"] == sft["sha256"]
+
+
+def test_report_tables_are_the_evaluations(run):
+    report = run / "results/report"
+    metrics = {
+        k: json.loads((run / "results/eval" / k / "metrics.json").read_text()) for k in EVALUATED
+    }
+    table5 = pd.read_csv(report / "table5.csv").set_index("config")
+    assert list(table5.index) == ["none", "S1 only", "S1+S2"]  # S2 only: base-ts-iou not run
+    for label, key in (("none", "none"), ("S1 only", "s1"), ("S1+S2", "sft-ts-iou/seed1")):
+        assert table5.loc[label, "ACC_mean"] == pytest.approx(metrics[key]["accuracy"], abs=1e-6)
+        assert table5.loc[label, "F1_mean"] == pytest.approx(metrics[key]["macro_f1"], abs=1e-6)
+    table1 = pd.read_csv(report / "table1.csv").set_index("model")
+    for c in CLASSES:
+        expected = metrics["sft-ts-iou/seed1"]["per_class_accuracy"][c]
+        assert table1.loc["S1+S2", f"{c}_mean"] == pytest.approx(expected, abs=1e-6)
+    # A zero-shot model given by path is a Table 1 row; the same weights as `none` through the
+    # other route give the same numbers.
+    zero_shot = json.loads((run / "results/eval/zeroshot/base-by-path/metrics.json").read_text())
+    assert list(table1.index) == ["none", "S1 only", "S1+S2", "base-by-path"]
+    drop = ("model", "checkpoint")
+    assert {k: v for k, v in zero_shot.items() if k not in drop} == {
+        k: v for k, v in metrics["none"].items() if k not in drop
+    }
+    table2 = pd.read_csv(report / "table2.csv")
+    assert list(table2["strategy"]) == ["TS", "static"]
+    assert "full (sft-full-iou is not in gppo.runs)" in (report / "table2.md").read_text()
+    assert list(pd.read_csv(report / "table4.csv")["iou_reward"]) == ["on"]
+    # The paper's numbers sit in their own tables and never in ours.
+    paper5 = pd.read_csv(report / "paper_table5.csv")
+    assert 0.610 in set(paper5["ACC_mean"].round(3))
+    assert 0.610 not in set(table5["ACC_mean"].round(6))
+    summary = (report / "report.md").read_text()
+    assert "Table 5" in summary and "published" in summary
+    assert "\\toprule" in (report / "table5.tex").read_text()
+    for name in ("confusion", "gallery", "training_curves", "quota_shares", "posteriors"):
+        with Image.open(report / f"figures/{name}.png") as image:
+            assert image.width > 300 and image.height > 200
+
+
+def test_snakemake_html_report_holds_the_tables_and_figures(run):
+    """`snakemake --report` renders a self-contained HTML file; every table and figure is
+    embedded byte for byte, with its caption."""
+    import base64
+
+    result = snakemake(
+        run, "--configfile", "config/tiny.yaml", "--report", "results/report/report.html"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (run / "results/report/report.html").read_text()
+    embedded = dict(re.findall(r'"data:[^;]+;charset=utf8;filename=([^;]+);base64,([^"]+)"', html))
+    report = run / "results/report"
+    for name in ("table1.csv", "table2.csv", "table4.csv", "table5.csv", "paper_table5.csv"):
+        assert base64.b64decode(embedded[name]) == (report / name).read_bytes(), name
+    for name in ("confusion.png", "gallery.png", "training_curves.png"):
+        assert base64.b64decode(embedded[name]) == (report / "figures" / name).read_bytes()
+    assert "quota_shares.png" in embedded and "montage_MI.png" in embedded
+    for caption in ("Table 5. Ablation", "Quota evolution", "reasoning chain"):
+        assert caption in html, caption

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "profiles", "envs", "slurm")
+WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "profiles", "envs", "slurm", "report")
 
 
 def copy_workflow(dst: Path, repo: Path = REPO) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -67,3 +68,15 @@ def optional_paths(value) -> list[str]:
     if not value:
         return []
     return [value] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
+def looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else (absolute, ./, ~, a/b/c) or an existing
+    folder is a local path."""
+    name = str(name)
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )

@@ -4,6 +4,8 @@ per class update the Beta posteriors that set the next phase's quotas."""
 import json
 from pathlib import Path
 
+import torch
+
 from cmr_rd.gppo.posterior import Posterior, update
 from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.model.generate import check_checkpoint
@@ -14,6 +16,7 @@ def main(sm) -> None:
     log = setup_logging(sm.log[0])
     gppo, phase = sm.params.gppo, int(sm.wildcards.phase)
     probe = gppo["probe"]
+    torch.set_num_threads(sm.threads)
     report = check_checkpoint(
         Path(sm.input.model), Path(sm.input.probe), limit=probe["limit"],
         batch_size=probe["batch_size"], max_new_tokens=probe["max_new_tokens"],

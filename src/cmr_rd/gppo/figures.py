@@ -1,50 +1,20 @@
 """GPPO figures: quota shares per phase (the paper's Fig. 5), posteriors, rewards, probe accuracy.
 
-Each figure is drawn on its own Figure with an explicit Agg canvas rather than through pyplot, so
-no GUI backend is ever touched and nothing global changes for the caller. PNGs are byte-for-byte
-reproducible: fixed size and dpi, fixed class colours, and no Software/date metadata.
+Each figure is drawn through cmr_rd.plotting: its own Figure with an explicit Agg canvas (no
+pyplot), fixed class colours, and byte-for-byte reproducible PNGs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.gppo.posterior import Posterior, density
-
-DPI = 120
-# tab10, fixed per class so a class has one colour in every figure.
-CLASS_COLOURS = {
-    "HCM": "#1f77b4",
-    "DCM": "#ff7f0e",
-    "CAM": "#2ca02c",
-    "LVNC": "#d62728",
-    "MI": "#9467bd",
-    "NOR": "#8c564b",
-}
-
-
-def _colour(cls: str) -> str:
-    return CLASS_COLOURS.get(cls, "#7f7f7f")
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, out_png) -> None:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, format="png", dpi=DPI, metadata={"Software": None})
+from cmr_rd.plotting import colour, new_figure, save_png
 
 
 def plot_quota_shares(records: list[dict], out_png) -> None:
@@ -52,7 +22,7 @@ def plot_quota_shares(records: list[dict], out_png) -> None:
     which is what the phase actually trained on."""
     if not records:
         raise ValueError("no plan records to plot")
-    fig = _figure(7, 4)
+    fig = new_figure(7, 4)
     ax = fig.add_subplot()
     x = np.arange(len(records))
     bottom = np.zeros(len(records))
@@ -61,7 +31,7 @@ def plot_quota_shares(records: list[dict], out_png) -> None:
         for r in records:
             per_batch = r.get("per_batch_quotas") or [r["quotas"]]
             share.append(np.mean([q.get(c, 0) for q in per_batch]) / r["batch_size"])
-        ax.bar(x, share, bottom=bottom, color=_colour(c), label=c, width=0.7)
+        ax.bar(x, share, bottom=bottom, color=colour(c), label=c, width=0.7)
         bottom += np.asarray(share)
     ax.set_xticks(x, [f"phase {r.get('phase', i + 1)}" for i, r in enumerate(records)])
     ax.set_ylabel("quota share $q_c / B$")
@@ -69,7 +39,7 @@ def plot_quota_shares(records: list[dict], out_png) -> None:
     ax.set_title(f"Class quotas per phase ({records[0].get('strategy', '?')})")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)
 
 
 def plot_posteriors(posteriors: list[dict], out_png) -> None:
@@ -80,15 +50,15 @@ def plot_posteriors(posteriors: list[dict], out_png) -> None:
     classes = [c for c in CLASSES if c in states[0].alpha]
     x = np.linspace(0.0, 1.0, 401)
     ramp = colormaps["viridis"]
-    fig = _figure(10, 5.5)
+    fig = new_figure(10, 5.5)
     axes = fig.subplots(2, 3, sharex=True).ravel()
     for ax, c in zip(axes, classes, strict=False):
         for t, post in enumerate(states):
             y = density(post, c, x)
             y[~np.isfinite(y)] = np.nan  # α or β < 1 puts a pole at an end; leave it off the plot
-            colour = ramp(t / max(len(states) - 1, 1))
-            ax.plot(x, y, color=colour, lw=1.5, label=f"phase {t}")
-        ax.set_title(c, color=_colour(c))
+            shade = ramp(t / max(len(states) - 1, 1))
+            ax.plot(x, y, color=shade, lw=1.5, label=f"phase {t}")
+        ax.set_title(c, color=colour(c))
         ax.set_xlim(0, 1)
         ax.set_ylim(bottom=0)
     for ax in axes[len(classes) :]:
@@ -100,10 +70,10 @@ def plot_posteriors(posteriors: list[dict], out_png) -> None:
     axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle("Beta posteriors over per-class accuracy")
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)
 
 
-def _with_global_steps(rows: pd.DataFrame) -> pd.DataFrame:
+def with_global_steps(rows: pd.DataFrame) -> pd.DataFrame:
     # Trainers often restart `step` each phase; if a phase's steps do not start after the previous
     # phase's, offset them by the steps so far so the x axis runs on.
     rows = rows.sort_values(["phase", "step"], kind="stable")
@@ -125,14 +95,14 @@ def plot_reward_curves(rows: pd.DataFrame, out_png) -> None:
         raise ValueError(f"reward rows lack columns {sorted(missing)}")
     if rows.empty:
         raise ValueError("no reward rows to plot")
-    rows = _with_global_steps(rows)
-    fig = _figure(10, 4)
+    rows = with_global_steps(rows)
+    fig = new_figure(10, 4)
     ax_total, ax_zero = fig.subplots(1, 2)
     classes = [c for c in CLASSES if c in set(rows["class"])]
     for c in classes:
         part = rows[rows["class"] == c]
-        ax_total.plot(part["global_step"], part["total_mean"], color=_colour(c), lw=1.2, label=c)
-        ax_zero.plot(part["global_step"], part["zero_spread_fraction"], color=_colour(c), lw=1.2)
+        ax_total.plot(part["global_step"], part["total_mean"], color=colour(c), lw=1.2, label=c)
+        ax_zero.plot(part["global_step"], part["zero_spread_fraction"], color=colour(c), lw=1.2)
     starts = rows.groupby("phase", sort=True)["global_step"].min().to_numpy()[1:]
     for ax in (ax_total, ax_zero):
         for s in starts:
@@ -143,7 +113,7 @@ def plot_reward_curves(rows: pd.DataFrame, out_png) -> None:
     ax_zero.set_ylim(-0.02, 1.02)
     ax_total.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)
 
 
 def plot_probe_accuracy(stages: Sequence[tuple[str, dict[str, float]]], out_png) -> None:
@@ -153,11 +123,11 @@ def plot_probe_accuracy(stages: Sequence[tuple[str, dict[str, float]]], out_png)
     names = [name for name, _ in stages]
     x = np.arange(len(stages))
     classes = [c for c in CLASSES if any(c in acc for _, acc in stages)]
-    fig = _figure(7, 4)
+    fig = new_figure(7, 4)
     ax = fig.add_subplot()
     for c in classes:
         y = [acc.get(c, np.nan) for _, acc in stages]
-        ax.plot(x, y, marker="o", color=_colour(c), lw=1.2, label=c)
+        ax.plot(x, y, marker="o", color=colour(c), lw=1.2, label=c)
     macro = [np.mean([acc[c] for c in classes if c in acc] or [np.nan]) for _, acc in stages]
     ax.plot(x, macro, marker="s", color="black", lw=2.5, label="macro mean")
     ax.set_xticks(x, names)
@@ -165,4 +135,4 @@ def plot_probe_accuracy(stages: Sequence[tuple[str, dict[str, float]]], out_png)
     ax.set_ylabel("probe accuracy")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)

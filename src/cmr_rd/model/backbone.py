@@ -34,6 +34,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from cmr_rd.format import TAGS
+from cmr_rd.stage import looks_like_path
 
 FORMAT_TAGS: tuple[str, ...] = TAGS
 
@@ -284,11 +285,6 @@ def build_tiny(out_dir: Path, corpus: Iterable[str], cfg: TinyConfig = TinyConfi
 # Loading
 
 
-def _looks_local(name: str) -> bool:
-    """A hub id is `name` or `org/name`; anything else (absolute, ./, ~, a/b/c) is a path."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -305,7 +301,7 @@ def load_backbone(
     name = str(name_or_path)
     path = Path(name).expanduser()
     local = path.exists()
-    if not local and _looks_local(name):
+    if not local and looks_like_path(name):
         raise BackboneError(f"backbone path does not exist: {name}")
     source = str(path) if local else name
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

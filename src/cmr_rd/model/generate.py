@@ -20,7 +20,7 @@ from cmr_rd.model.backbone import BackboneError, check_image_size, load_backbone
 from cmr_rd.model.train import TrainInputError, load_records, open_image
 
 
-def _prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation up to (not including) the first assistant turn."""
     prompt = []
     for message in messages:
@@ -40,7 +40,7 @@ def generate_batch(
     tokenizer = processor.tokenizer
     texts = [
         processor.apply_chat_template(
-            _prompt_messages(r["messages"]), add_generation_prompt=True, tokenize=False
+            prompt_messages(r["messages"]), add_generation_prompt=True, tokenize=False
         )
         for r in records
     ]

@@ -1,0 +1,28 @@
+# The report: Tables 1, 2, 4 and 5 (mean +- std over seeds) beside the paper's published numbers,
+# and the figures, all from the evaluations and run artifacts. `snakemake --report` renders them.
+
+
+rule report_tables:
+    input:
+        metrics=report_metrics,
+        paper="report/paper_reference.yaml",
+        gallery=f"{EVAL}/{REPORT_CFG['showcase']}/seed{GPPO_CFG['seeds'][0]}/samples.parquet",
+        stage_losses=[rules.align.output.loss, rules.sft.output.loss],
+        gppo_losses=expand(
+            showcase("phase{t}/loss.csv"), t=range(1, GPPO_CFG["phases"] + 1)
+        ),
+        gppo_rewards=showcase("summary/rewards.csv"),
+        gppo_figures=[showcase(f"summary/{name}.png") for name in REPORT_COPIES],
+    output:
+        **report_outputs(),
+    log:
+        "logs/report/report_tables.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        rows=report_rows(),
+        showcase=REPORT_CFG["showcase"],
+        seeds=GPPO_CFG["seeds"],
+        gallery_per_class=REPORT_CFG["gallery_per_class"],
+    script:
+        "../workflow/scripts/report_tables.py"

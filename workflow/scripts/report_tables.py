@@ -1,0 +1,103 @@
+"""Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds), the paper's published tables
+beside them, and the report's figures. Every number is read from the evaluations' metrics."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from cmr_rd.lineage import describe_inputs, write_manifest
+from cmr_rd.report import figures, tables
+from cmr_rd.stage import setup_logging
+
+TITLES = {
+    "table1": "Table 1. Per-class accuracy (recall) on the test split",
+    "table2": "Table 2. Sampling strategy x per-class accuracy (S1+S2)",
+    "table4": "Table 4. IoU reward on / off: MI localisation and accuracy",
+    "table5": "Table 5. Ablation: accuracy, macro F1 and one-vs-rest macro AUC",
+    "paper_table1": "Paper, Table 1 (published, reference only): per-class accuracy",
+    "paper_table5": "Paper, Table 5 (published, reference only): ablation",
+}
+PAPER_NOTE = (
+    "CMR-RD (CVPR 2026), as published; not produced by this pipeline, never mixed into our rows."
+)
+BUILDERS = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4,
+            "table5": tables.table5}  # fmt: skip
+
+
+def _json(path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _note(rows, left_out: list[str]) -> str:
+    seeds = sorted({len(metrics) for _, metrics in rows})
+    n = rows[0][1][0]["n"] if rows else 0
+    note = f"Test split, {n} slices; mean ± std over seeds (n = {', '.join(map(str, seeds))})."
+    if left_out:
+        note += " Not run, so not shown: " + "; ".join(left_out) + "."
+    return note
+
+
+def main(sm) -> None:
+    log = setup_logging(sm.log[0])
+    config_rows, notes = sm.params.rows["tables"], sm.params.rows["notes"]
+    rows = {
+        table: [(label, [_json(p) for p in paths]) for label, paths in entries]
+        for table, entries in config_rows.items()
+    }
+    parts = ["# CMR-RD report\n", "Produced by the pipeline from results/eval/*/metrics.json.\n"]
+    for table, build in BUILDERS.items():
+        note = _note(rows[table], notes[table])
+        tables.write_table(build(rows[table]), Path(sm.output[f"{table}_csv"]).with_suffix(""),
+                           TITLES[table], note)  # fmt: skip
+        parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
+    paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
+    for table, frame in paper.items():
+        stem = Path(sm.output[f"{table}_csv"]).with_suffix("")
+        tables.write_table(frame, stem, TITLES[table], PAPER_NOTE)
+        parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
+    Path(sm.output.summary).write_text("\n".join(parts), encoding="utf-8")
+
+    figures.plot_confusion_matrices(
+        [(label, [m["confusion"] for m in metrics]) for label, metrics in rows["table1"]],
+        sm.output.confusion,
+    )
+    seed = sm.params.seeds[0]
+    figures.plot_gallery(pd.read_parquet(sm.input.gallery), sm.output.gallery,
+                         f"Test cases, {sm.params.showcase} seed {seed}",
+                         per_class=sm.params.gallery_per_class)  # fmt: skip
+    figures.plot_training_curves(
+        {
+            "align": pd.read_csv(sm.input.stage_losses[0]),
+            "sft": pd.read_csv(sm.input.stage_losses[1]),
+        },
+        [pd.read_csv(p) for p in sm.input.gppo_losses],
+        pd.read_csv(sm.input.gppo_rewards),
+        sm.output.training_curves,
+    )
+    for source in sm.input.gppo_figures:  # drawn by gppo_summary; copied so results/report is whole
+        shutil.copyfile(source, sm.output[Path(source).stem])
+    write_manifest(
+        sm.output.lineage,
+        rule=sm.rule,
+        config=sm.config,
+        params={"rows": sm.params.rows, "showcase": sm.params.showcase},
+        inputs=describe_inputs(
+            [
+                *sm.input.metrics,
+                sm.input.paper,
+                sm.input.gallery,
+                *sm.input.stage_losses,
+                *sm.input.gppo_losses,
+                sm.input.gppo_rewards,
+                *sm.input.gppo_figures,
+            ]
+        ),  # fmt: skip
+        outputs=[p for k, p in sm.output.items() if k != "lineage"],
+    )
+    log.info("report written: %s", sm.output.summary)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
