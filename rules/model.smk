@@ -46,6 +46,9 @@ rule align:
         "logs/model/align.log",
     benchmark:
         "logs/benchmarks/align.tsv"
+    # The critical path: start stage 1 before the base-model runs and evaluations, which then
+    # share the machine with it.
+    priority: 50
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -79,6 +82,9 @@ rule sft:
         "logs/model/sft.log",
     benchmark:
         "logs/benchmarks/sft.tsv"
+    # The critical path: start stage 1 before the base-model runs and evaluations, which then
+    # share the machine with it.
+    priority: 50
     conda:
         "../envs/pipeline.yaml"
     threads: 2

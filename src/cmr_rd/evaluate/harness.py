@@ -28,7 +28,7 @@ from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.evaluate.metrics import compute_metrics, sample_table
 from cmr_rd.evaluate.scoring import answer_loglikelihoods, count_forward_passes
 from cmr_rd.model.backbone import BackboneError, check_image_size, load_backbone
-from cmr_rd.model.generate import generate_batch
+from cmr_rd.model.generate import greedy_completions
 from cmr_rd.model.train import TrainInputError, load_records
 
 EXIT_BAD_INPUT = 2
@@ -89,10 +89,7 @@ def evaluate_model(
     torch.manual_seed(0)
 
     started = time.perf_counter()
-    completions: list[str] = []
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
-        completions.extend(generate_batch(model, processor, batch, max_new_tokens))
+    completions = greedy_completions(model, processor, records, batch_size, max_new_tokens)
     decode_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

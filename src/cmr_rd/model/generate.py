@@ -73,6 +73,17 @@ def generate_batch(
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
+def greedy_completions(
+    model: Any, processor: Any, records: list[dict[str, Any]], batch_size: int, max_new_tokens: int
+) -> list[str]:
+    """Greedy completions of every record, in order, `batch_size` records per generate call."""
+    completions: list[str] = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        completions.extend(generate_batch(model, processor, batch, max_new_tokens))
+    return completions
+
+
 def check_checkpoint(
     model_path: Path,
     prompts_jsonl: Path,
@@ -98,10 +109,7 @@ def check_checkpoint(
     torch.manual_seed(0)
 
     started = time.perf_counter()
-    completions: list[str] = []
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
-        completions.extend(generate_batch(model, processor, batch, max_new_tokens))
+    completions = greedy_completions(model, processor, records, batch_size, max_new_tokens)
     seconds = time.perf_counter() - started
 
     n = len(records)
