@@ -9,13 +9,14 @@ CORES ?= $(shell nproc)
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test lint format bench lock clean-results help
+.PHONY: demo test lint format bench lock clean-results help audit
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the synthetic cohort (CPU)"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 	@echo "make bench  - run the benchmarks, results under results/benchmarks/"
+	@echo "make audit ARTIFACT=results/report/table5.csv - trace an artifact back to the raw data"
 	@echo "(make demo ends with the tables in results/report/ and results/report/report.html)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -46,6 +47,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quota_sim.py
 	$(BIN)/python benchmarks/gppo_step.py
 	$(BIN)/python benchmarks/eval_throughput.py
+
+# ARTIFACT, not PATH: make would export a PATH override to every recipe's shell.
+ARTIFACT ?= results/report/table5.csv
+audit: $(STAMP)
+	$(BIN)/python -m cmr_rd.audit $(ARTIFACT)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \

@@ -5,10 +5,14 @@ Deliberately no wall-clock time in a manifest, so a deterministic rerun is byte-
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -65,18 +69,72 @@ def git_state(repo: str | Path = ".") -> dict:
 
 
 def describe_inputs(paths: Iterable[str | Path]) -> dict[str, dict]:
-    """Digest of each input file or folder, keyed by its path as given."""
+    """Digest of each input file or folder, keyed by its path as given.
+
+    A folder's entry also carries its path: callers store checkpoints under a role name
+    ("parent_checkpoint") or as `final_sha256`, and the audit needs the path to walk back."""
     described = {}
     for path in paths:
         p = Path(path)
         if p.is_dir():
             digest, files = sha256_tree(p)
-            described[str(path)] = {"sha256": digest, "files": files, "kind": "dir"}
+            described[str(path)] = {
+                "sha256": digest,
+                "files": files,
+                "kind": "dir",
+                "path": p.as_posix(),
+            }
         elif p.is_file():
             described[str(path)] = {"sha256": sha256_file(p), "kind": "file"}
         else:
             described[str(path)] = {"sha256": None, "kind": "missing"}
     return described
+
+
+@functools.cache
+def installed_packages() -> str:
+    """Every installed distribution as sorted 'name==version' lines (names normalised as pip
+    does), computed once per process: the same environment always gives the same bytes."""
+    lines = set()
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:  # a broken install can leave metadata without a name
+            lines.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={dist.version}")
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def packages_path(manifest: str | Path) -> Path:
+    """Where a manifest's package list lives: `x.manifest.json` -> `x.manifest.packages.txt`."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.name.removesuffix(".json") + ".packages.txt")
+
+
+def _as_recorded(path: Path) -> str:
+    """A path as manifests record them: relative to the working directory where possible."""
+    if path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return path.as_posix()
+    return path.as_posix()
+
+
+def write_environment(manifest: str | Path) -> dict:
+    """Save the package list beside `manifest` and return the manifest's `environment` entry.
+
+    Unchanged lists are not rewritten, and a changed one replaces the old atomically, so a job
+    reading it never sees half a file."""
+    text = installed_packages()
+    target = packages_path(manifest)
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    return {
+        "python": sys.version.split()[0],
+        "packages_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "packages_file": _as_recorded(target),
+    }
 
 
 def write_manifest(
@@ -90,7 +148,8 @@ def write_manifest(
     extra: dict | None = None,
 ) -> Path:
     """Write `out_dir/manifest.json` for one stage (or `out_dir` itself when it names a .json
-    file, for folders that several rules write into)."""
+    file, for folders that several rules write into), and the installed package list beside it
+    (`<stem>.packages.txt`), so `cmr_rd.audit` can say which environment made an artifact."""
     target = Path(out_dir)
     path = target if target.suffix == ".json" else target / "manifest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +161,7 @@ def write_manifest(
         "inputs": inputs,
         "outputs": {str(p): sha256_file(p) for p in sorted(map(str, outputs)) if Path(p).is_file()},
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "environment": write_environment(path),
     }
     if extra:
         manifest.update(extra)
