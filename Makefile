@@ -9,7 +9,7 @@ CORES ?= $(shell nproc)
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test lint format bench lock clean-results help audit
+.PHONY: demo test lint format bench lock clean-results help audit dvc-commit restore
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the synthetic cohort (CPU)"
@@ -17,6 +17,8 @@ help:
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 	@echo "make bench  - run the benchmarks, results under results/benchmarks/"
 	@echo "make audit ARTIFACT=results/report/table5.csv - trace an artifact back to the raw data"
+	@echo "make dvc-commit - record the results' hashes in dvc.lock and push them to dvc.remote"
+	@echo "make restore    - after rm -rf results or a fresh clone: DVC checkout/pull + snakemake --touch"
 	@echo "(make demo ends with the tables in results/report/ and results/report/report.html)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -28,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/local
 	$(BIN)/snakemake --report results/report/report.html
 
 test: $(STAMP)
@@ -52,6 +54,12 @@ bench: $(STAMP)
 ARTIFACT ?= results/report/table5.csv
 audit: $(STAMP)
 	$(BIN)/python -m cmr_rd.audit $(ARTIFACT)
+
+dvc-commit: $(STAMP)
+	$(BIN)/snakemake --cores 1 --forcerun=dvc_commit dvc_commit
+
+restore: $(STAMP)
+	$(BIN)/python -m cmr_rd.dvcgen --restore
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \

@@ -19,6 +19,7 @@ include: "rules/model.smk"
 include: "rules/gppo.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/dvc.smk"
 
 
 localrules:
@@ -31,9 +32,11 @@ localrules:
     gppo_quota,
     gppo_summary,
     report_tables,
+    dvc_commit,
 
 
 rule all:
     default_target: True
     input:
         final_targets(),
+        DVC_TARGETS,

@@ -6,7 +6,8 @@ rule coldstart_shard:
         accepted=rules.rewrite_qc.output.accepted,
         manifest=rules.ingest.output.manifest,
     output:
-        f"{DATASETS}/coldstart/{{label}}.jsonl",
+        shard=f"{DATASETS}/coldstart/{{label}}.jsonl",
+        lineage=f"{DATASETS}/coldstart/{{label}}.manifest.json",
     log:
         "logs/datasets/coldstart_{label}.log",
     conda:

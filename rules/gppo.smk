@@ -106,6 +106,7 @@ rule gppo_summary:
             caption="../report/reward_curves.rst",
             **GPPO_REPORT,
         ),
+        lineage=f"{RUN}/summary/manifest.json",
         probe_plot=report(
             f"{RUN}/summary/probe_accuracy.png",
             caption="../report/probe_accuracy.rst",

@@ -106,6 +106,7 @@ rule sft_check:
         data=rules.prompt_datasets.output.probe,
     output:
         report=f"{MODEL}/sft/probe_check.json",
+        lineage=f"{MODEL}/sft/probe_check.manifest.json",
     log:
         "logs/model/sft_check.log",
     benchmark:

@@ -197,3 +197,32 @@ def test_package_list_beside_every_manifest(tree):
     assert {
         name: Path(name.removesuffix(".json") + ".packages.txt").read_bytes() for name in MANIFESTS
     } == lists
+
+
+def test_a_corrupted_checkpoint_is_named_before_use(tmp_path, monkeypatch):
+    from cmr_rd.audit import CheckpointError, verify_checkpoint
+    from cmr_rd.lineage import checkpoint_digest
+
+    monkeypatch.chdir(tmp_path)
+    final = Path("results/model/sft/final")
+    final.mkdir(parents=True)
+    (final / "config.json").write_text('{"a": 1}\n')
+    (final / "model.safetensors").write_bytes(b"\0" * 64)
+    write_manifest(
+        "results/model/sft/manifest.json",
+        rule="sft",
+        config={},
+        params={},
+        inputs={},
+        extra={"final_sha256": checkpoint_digest(final)},
+    )
+    assert verify_checkpoint(final) == "results/model/sft/manifest.json"
+    assert verify_checkpoint("results/elsewhere") is None  # nobody recorded it: a hub model
+    (final / "model.safetensors").write_bytes(b"\1" + b"\0" * 63)
+    (final / "stray.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError) as caught:
+        verify_checkpoint(final)
+    message = str(caught.value)
+    assert "changed: results/model/sft/final/model.safetensors" in message
+    assert "unexpected: results/model/sft/final/stray.bin" in message
+    assert "rule sft" in message and "\n" not in message

@@ -1,7 +1,8 @@
-"""dvc.yaml mirrors the Snakemake rule graph: the same stages and the same edges.
+"""dvc.yaml mirrors the Snakemake DAG: generated for the default config, the same stages and
+edges as the rule graph, every output persistent. Fast: nothing runs.
 
-The rule graph is read after a real run (the workflow test's tiny run), because the cold-start
-shards exist only once the QC checkpoint has run.
+Before a run, the rule graph stops at the QC checkpoint (the cold-start shards are known only
+once it has run), so the exact comparison after a run is in test_dvc.py.
 """
 
 from __future__ import annotations
@@ -10,50 +11,67 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+from cmr_rd.devtools import copy_workflow
+from cmr_rd.dvcgen import AFTER_CHECKPOINT, NOT_STAGES, generate
 
 
 def _substitute(text: str, item) -> str:
-    """DVC's ${item} / ${item.key} interpolation, for the foreach forms dvc.yaml uses."""
-    if isinstance(item, dict):
-        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
-    return text.replace("${item}", str(item))
+    """DVC's ${item.key} and ${item.key[i]} interpolation, the forms dvcgen writes."""
+
+    def value(match: re.Match) -> str:
+        found = item[match.group(1)]
+        return str(found if match.group(2) is None else found[int(match.group(2))])
+
+    return re.sub(r"\$\{item\.(\w+)(?:\[(\d+)\])?\}", value, text)
 
 
-def expanded_stages(repo) -> dict[str, dict]:
-    """Stages with foreach expanded, keyed by their base name (one entry per base)."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+def expanded_stages(root) -> dict[str, dict]:
+    """Stages with foreach expanded, merged per base name (one entry per rule)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     out: dict[str, dict] = {}
     for name, stage in stages.items():
-        if "foreach" in stage:
-            text = yaml.safe_dump(stage["do"])
-            merged = {"deps": [], "outs": []}
-            items = stage["foreach"]
-            for item in items.values() if isinstance(items, dict) else items:
-                one = yaml.safe_load(_substitute(text, item))
-                merged["deps"] += one.get("deps", [])
-                merged["outs"] += one.get("outs", [])
-            out[name] = merged
-        else:
+        if "foreach" not in stage:
             out[name] = stage
+            continue
+        merged = {"deps": [], "outs": []}
+        text = yaml.safe_dump(stage["do"])
+        for item in stage["foreach"].values():
+            one = yaml.safe_load(_substitute(text, item))
+            merged["deps"] += one.get("deps", [])
+            merged["outs"] += one.get("outs", [])
+        out[name] = merged
     return out
 
 
-def dvc_graph(repo) -> tuple[set[str], set[tuple[str, str]]]:
-    stages = expanded_stages(repo)
-    outs = {
-        name: [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
-        for name, stage in stages.items()
-    }
+def yaml_graph(root) -> tuple[set[str], set[tuple[str, str]]]:
+    """The rule-level graph dvc.yaml describes, read from the file itself (no DVC needed)."""
+    stages = expanded_stages(root)
+    outs = {name: [next(iter(o)) for o in stage["outs"]] for name, stage in stages.items()}
     edges = set()
     for name, stage in stages.items():
         for dep in stage.get("deps", []):
             for producer, paths in outs.items():
-                if any(
-                    dep == p or dep.startswith(p + "/") or p.startswith(dep + "/") for p in paths
-                ):
+                if any(dep == p or dep.startswith(p + "/") for p in paths):
                     edges.add((producer, name))
     return set(stages), edges  # a phase feeding the next is a self-edge, as in the rulegraph
+
+
+def dvc_dag(root) -> tuple[set[str], set[tuple[str, str]]]:
+    """`dvc dag` itself, foreach items (stage@item) folded onto their stage."""
+    dot = subprocess.run(
+        [sys.executable, "-m", "dvc", "dag", "--dot"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    base = lambda name: name.split("@")[0]  # noqa: E731
+    nodes = {base(n) for n in re.findall(r'^"([^"]+)";', dot, flags=re.M)}
+    edges = re.findall(r'^"([^"]+)" -> "([^"]+)";', dot, flags=re.M)
+    return nodes, {(base(a), base(b)) for a, b in edges}
 
 
 def snakemake_graph(workdir, *args: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -66,7 +84,19 @@ def snakemake_graph(workdir, *args: str) -> tuple[set[str], set[tuple[str, str]]
     ).stdout
     names = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dot, flags=re.M))
     edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M)}
-    return set(names.values()) - {"all"}, {(a, b) for a, b in edges if b != "all"}
+    return set(names.values()) - NOT_STAGES, {(a, b) for a, b in edges if not {a, b} & NOT_STAGES}
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory, repo):
+    """The workflow without results: the DAG depends on the code and config only."""
+    return copy_workflow(tmp_path_factory.mktemp("wf"), repo)
+
+
+def test_dvc_yaml_is_generated_for_the_default_config(repo, scratch):
+    assert (repo / "dvc.yaml").read_text() == generate(scratch), (
+        "dvc.yaml is stale: run `python -m cmr_rd.dvcgen`"
+    )
 
 
 def test_every_dvc_output_persists(repo):
@@ -84,4 +114,16 @@ def test_dvc_stage_names_are_snakemake_rules(repo):
         text=True,
         check=True,
     ).stdout.split()
-    assert set(expanded_stages(repo)) == set(rules) - {"all"}
+    assert set(expanded_stages(repo)) == set(rules) - NOT_STAGES
+
+
+def test_dvc_dag_is_the_rule_graph_up_to_the_checkpoint(repo, scratch):
+    """Before the QC checkpoint has run, Snakemake links it straight to the cold-start dataset;
+    dvc.yaml has the shard stage between them (all six classes, as for the default cohort)."""
+    nodes, edges = dvc_dag(repo)
+    assert (nodes, edges) == yaml_graph(repo)
+    assert AFTER_CHECKPOINT["coldstart_dataset"][0] == "coldstart_shard"
+    assert {("rewrite_qc", "coldstart_shard"), ("coldstart_shard", "coldstart_dataset")} <= edges
+    nodes = nodes - {"coldstart_shard"}
+    edges = {e for e in edges if "coldstart_shard" not in e} | {("rewrite_qc", "coldstart_dataset")}
+    assert (nodes, edges) == snakemake_graph(scratch)

@@ -167,12 +167,16 @@ def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
     (run / "config/review_decisions.csv").unlink()
 
 
-def test_dvc_yaml_mirrors_the_rule_graph_after_a_run(run, repo):
-    from test_dvc_mirror import dvc_graph, snakemake_graph
+def test_dvc_yaml_mirrors_the_rule_graph_after_a_run(run):
+    """After a run (the QC checkpoint settled), dvc.yaml generated for this config has exactly
+    the stages and edges of Snakemake's rule graph."""
+    from cmr_rd.dvcgen import generate
+    from test_dvc_mirror import snakemake_graph, yaml_graph
 
     done = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")  # checkpoint settled
     assert done.returncode == 0, done.stderr[-2000:]
-    assert dvc_graph(repo) == snakemake_graph(run, "--configfile", "config/tiny.yaml")
+    (run / "dvc.yaml").write_text(generate(run, ["config/tiny.yaml"]))
+    assert yaml_graph(run) == snakemake_graph(run, "--configfile", "config/tiny.yaml")
 
 
 GPPO_RUN = "results/gppo/sft-ts-iou/seed1"
@@ -244,6 +248,7 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
         "gppo_summary",
         "evaluate",
         "report_tables",
+        "dvc_commit",  # the last rule of every run that changed something
     }
     # Only this run's evaluation is redone; none, s1 and the other run keep theirs.
     assert re.findall(r"wildcards: model=(\S+)", result.stdout + result.stderr) == [
@@ -341,3 +346,106 @@ def test_snakemake_html_report_holds_the_tables_and_figures(run):
     assert "quota_shares.png" in embedded and "montage_MI.png" in embedded
     for caption in ("Table 5. Ablation", "Quota evolution", "reasoning chain"):
         assert caption in html, caption
+
+
+def test_audit_walks_a_report_table_back_to_the_raw_cohort(run):
+    """`python -m cmr_rd.audit` on a final table: every link checks out, and the walk ends at
+    the synthetic cohort's DICOM tree with the hash it has on disk."""
+    import subprocess
+    import sys
+
+    from cmr_rd.lineage import sha256_tree
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cmr_rd.audit", "results/report/table5.csv", "--json"],
+        cwd=run,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    tree = json.loads(result.stdout)
+    assert tree["rule"] == "report_tables" and tree["status"] == "ok"
+    assert tree["environment"]["packages_sha256"]
+    nodes, stack = {}, [tree]
+    while stack:
+        node = stack.pop()
+        nodes.setdefault(node["path"], node)
+        stack.extend(node.get("inputs") or [])
+    for rule in ("evaluate", "gppo_train", "sft", "ingest", "synthesize_cohort"):
+        assert any(n.get("rule") == rule for n in nodes.values()), rule
+    dicom = nodes["data/synthetic/dicom"]
+    assert dicom["rule"] == "synthesize_cohort"
+    assert dicom["sha256"] == sha256_tree(run / "data/synthetic/dicom")[0]
+    text = subprocess.run(
+        [sys.executable, "-m", "cmr_rd.audit", "results/report/table5.csv"],
+        cwd=run,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "data/synthetic/dicom" in text and "rule report_tables" in text
+
+
+def test_a_second_snakemake_on_the_same_workdir_is_refused(run):
+    """Snakemake's lock: while one invocation runs, another on the same folder stops with a
+    clear message instead of writing the same outputs; the first one finishes unharmed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    target = "results/eval/s1/metrics.json"
+    # Targets first: --configfile and --forcerun take every value that follows them.
+    args = [target, "--cores", "1", "--configfile", "config/tiny.yaml"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args, "--forcerun", target], cwd=run, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # Locked and running its job (the forced output is gone), so the second run's plan is
+        # not racing the first run's deletion of the old output.
+        deadline = time.monotonic() + 120
+        while first.poll() is None and not (
+            any((run / ".snakemake/locks").glob("*")) and not (run / target).exists()
+        ):
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run ended before the second could start"
+        second = snakemake(run, *args)
+        assert second.returncode != 0
+        assert "Directory cannot be locked" in second.stdout + second.stderr
+    finally:
+        output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output[-3000:]
+
+
+def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):
+    """A checkpoint edited after its stage wrote it is caught by hash before it is used."""
+    weights = run / "results/model/sft/final/model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        target = "results/eval/s1/metrics.json"
+        result = snakemake(
+            run, target, "--cores", "1", "--configfile", "config/tiny.yaml", "--forcerun", target
+        )
+        assert result.returncode != 0
+        log = (run / "logs/eval/s1.log").read_text()
+        assert "changed: results/model/sft/final/model.safetensors" in log
+        assert "Traceback" not in log
+    finally:
+        weights.write_bytes(original)
+
+
+def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
+    import yaml
+
+    config = yaml.safe_load((run / "config/tiny.yaml").read_text())
+    config["evaluate"]["score_batch_size"] = 3
+    # Key order kept: Snakemake compares params as ordered dicts, so reordering reruns jobs.
+    (run / "config/tiny_eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _rules_run(result) == {"evaluate", "report_tables", "dvc_commit"}
+    again = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr

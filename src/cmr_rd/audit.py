@@ -22,11 +22,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from cmr_rd.lineage import canonical_json, packages_path, sha256_file, sha256_tree
+from cmr_rd.lineage import canonical_json, file_digests, packages_path, sha256_file, sha256_tree
 
 MANIFEST_GLOBS = ("results/**/*manifest.json", "data/**/manifest.json")
 # Keys every manifest has; any other key holding a folder digest describes a directory output.
-CORE_KEYS = {"rule", "git", "config_sha256", "params", "inputs", "outputs", "slurm_job_id"}
+CORE_KEYS = {
+    "rule", "git", "config_sha256", "params", "inputs", "outputs", "output_dirs", "slurm_job_id"
+}  # fmt: skip
 # Resumable checkpoint folders beside a train manifest: never the published model.
 RUN_FOLDERS = {"runs"}
 SEVERITY = ("missing", "MODIFIED", "stale", "unresolved")  # worst first
@@ -98,13 +100,15 @@ def build_index(root: str | Path = ".") -> Index:
     for rel, data in index.manifests.items():
         for out in data.get("outputs") or {}:
             index.outputs.setdefault(index.norm(out), []).append(rel)
-        for key, value in data.items():
-            if key in CORE_KEYS or not _is_dir_digest(value):
+        digests = [(key, value) for key, value in data.items() if key not in CORE_KEYS]
+        digests += list((data.get("output_dirs") or {}).items())
+        for key, value in digests:
+            if not _is_dir_digest(value):
                 continue
             folder = value.get("path") or _infer_dir(index.root, rel, key)
             if folder:
                 folder = index.norm(folder)
-                index.dirs.setdefault(folder, []).append((rel, key))
+                index.dirs.setdefault(folder, []).append((rel, value["sha256"]))
                 index.by_hash.setdefault(value["sha256"], []).append(folder)
         env = data.get("environment") or {}
         listed = env.get("packages_file") or packages_path(rel).as_posix()
@@ -149,8 +153,7 @@ def _locate(index: Index, path: str) -> Producer | None:
         ]
         return pick(claims, path)
     if path in index.dirs:
-        claims = [Producer(m, index.manifests[m], index.manifests[m][k]["sha256"])
-                  for m, k in index.dirs[path]]  # fmt: skip
+        claims = [Producer(m, index.manifests[m], sha) for m, sha in index.dirs[path]]
         return pick(claims, path)
     if path in index.manifests:
         return Producer(path, index.manifests[path], None)
@@ -428,3 +431,52 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CheckpointError(Exception):
+    """A checkpoint folder that no longer matches what the stage that wrote it recorded."""
+
+
+def _dir_record(data: dict, folder: str, index: Index, manifest: str) -> dict:
+    candidates = [(k, v) for k, v in data.items() if k not in CORE_KEYS]
+    candidates += list((data.get("output_dirs") or {}).items())
+    for key, value in candidates:
+        if _is_dir_digest(value):
+            where = value.get("path") or _infer_dir(index.root, manifest, key)
+            if where and index.norm(where) == folder:
+                return value
+    return {}
+
+
+def verify_checkpoint(path: str | Path, root: str | Path = ".") -> str | None:
+    """Check a checkpoint folder against its producer's record before it is used.
+
+    Returns the manifest it was checked against, or None when no manifest records the folder
+    (a zero-shot model from the HF cache). Raises CheckpointError naming the changed, missing or
+    extra files (or, for records without per-file hashes, the folder)."""
+    index = build_index(root)
+    folder = index.norm(_relative(path, index.root))
+    if folder not in index.dirs:
+        return None
+    manifest, recorded = index.dirs[folder][-1]
+    current = index.digest(folder)["sha256"]
+    if current == recorded:
+        return manifest
+    record = _dir_record(index.manifests[manifest], folder, index, manifest)
+    files = record.get("file_sha256")
+    detail = "its digest changed"
+    if files:
+        now = file_digests(index.root / folder)
+        changed = sorted(f for f in files if f in now and now[f] != files[f])
+        missing = sorted(set(files) - set(now))
+        extra = sorted(set(now) - set(files))
+        parts = [f"{name}: {', '.join(f'{folder}/{f}' for f in group)}"
+                 for name, group in (("changed", changed), ("missing", missing),
+                                     ("unexpected", extra)) if group]  # fmt: skip
+        detail = "; ".join(parts)
+    raise CheckpointError(
+        f"checkpoint {folder} does not match what rule "
+        f"{index.manifests[manifest].get('rule')} recorded in {manifest} ({detail}); "
+        f"rerun that rule (snakemake --forcerun {index.manifests[manifest].get('rule')}) "
+        f"or restore the folder"
+    )

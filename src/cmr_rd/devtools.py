@@ -25,8 +25,11 @@ def copy_workflow(dst: Path, repo: Path = REPO) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run the venv's Snakemake in workdir; output captured as text."""
+    """Run the venv's Snakemake in workdir; output captured as text. Local runs get the local
+    workflow profile (cores, threads), as `make demo` does, unless a profile is named."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    if not {"--profile", "--workflow-profile"} & set(args):
+        args = ("--workflow-profile", "profiles/local", *args)
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,

@@ -29,17 +29,33 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(root: str | Path) -> dict[str, str]:
+    """Every file below a folder (relative posix path -> sha256), in sorted order."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER)
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+
+
+def _tree_digest(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for rel, sha in files.items():
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(sha.encode() + b"\n")
+    return digest.hexdigest()
+
+
 def sha256_tree(root: str | Path) -> tuple[str, int]:
     """One digest over a folder: sorted relative paths and file digests. Returns (hex, files)."""
-    root = Path(root)
-    digest = hashlib.sha256()
-    count = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER):
-        rel = path.relative_to(root).as_posix()
-        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
-        digest.update(sha256_file(path).encode() + b"\n")
-        count += 1
-    return digest.hexdigest(), count
+    files = file_digests(root)
+    return _tree_digest(files), len(files)
+
+
+def checkpoint_digest(path: str | Path) -> dict:
+    """A checkpoint folder's digest with every file's hash, so a later check can name the file
+    that changed (a folder digest alone could only say that something did)."""
+    files = file_digests(path)
+    return {"sha256": _tree_digest(files), "files": len(files), "kind": "dir",
+            "path": Path(path).as_posix(), "file_sha256": files}  # fmt: skip
 
 
 def sha256_json(obj) -> str:
@@ -152,6 +168,7 @@ def write_manifest(
     (`<stem>.packages.txt`), so `cmr_rd.audit` can say which environment made an artifact."""
     target = Path(out_dir)
     path = target if target.suffix == ".json" else target / "manifest.json"
+    outputs = sorted(map(str, outputs))
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
         "rule": rule,
@@ -159,10 +176,13 @@ def write_manifest(
         "config_sha256": sha256_json(config),
         "params": params,
         "inputs": inputs,
-        "outputs": {str(p): sha256_file(p) for p in sorted(map(str, outputs)) if Path(p).is_file()},
+        "outputs": {p: sha256_file(p) for p in outputs if Path(p).is_file()},
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "environment": write_environment(path),
     }
+    folders = [p for p in outputs if Path(p).is_dir()]
+    if folders:  # folder outputs (image trees, checkpoints): digest and file count, by path
+        manifest["output_dirs"] = describe_inputs(folders)
     if extra:
         manifest.update(extra)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")

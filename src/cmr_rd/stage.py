@@ -80,3 +80,18 @@ def looks_like_path(name: str) -> bool:
         or name.count("/") > 1
         or Path(name).expanduser().exists()
     )
+
+
+def require_intact(log: logging.Logger, *checkpoints) -> None:
+    """Before a stage loads a checkpoint: its files must hash to what the stage that wrote it
+    recorded. A corrupted or edited checkpoint stops the job (exit 2) with the file named."""
+    from cmr_rd.audit import CheckpointError, verify_checkpoint
+
+    for path in checkpoints:
+        try:
+            manifest = verify_checkpoint(path)
+        except CheckpointError as exc:
+            log.error("%s", exc)
+            sys.exit(2)
+        if manifest:
+            log.info("checkpoint %s matches %s", path, manifest)

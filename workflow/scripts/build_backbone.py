@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from cmr_rd.lineage import describe_inputs, write_manifest
+from cmr_rd.lineage import checkpoint_digest, describe_inputs, write_manifest
 from cmr_rd.model.backbone import BackboneError, TinyConfig, build_tiny, load_backbone
 from cmr_rd.stage import setup_logging
 
@@ -43,7 +43,7 @@ def main(sm) -> None:
         config=sm.config,
         params={"model": settings, "seed": sm.params.seed},
         inputs=describe_inputs(sm.input.corpus),
-        extra={"parameters": params, "model_sha256": describe_inputs([out])[str(out)]},
+        extra={"parameters": params, "model_sha256": checkpoint_digest(out)},
     )
 
 

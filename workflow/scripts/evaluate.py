@@ -7,11 +7,12 @@ import torch
 
 from cmr_rd.evaluate.harness import EvalInputError, evaluate_model, write_outputs
 from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.stage import optional_paths, setup_logging
+from cmr_rd.stage import optional_paths, require_intact, setup_logging
 
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
+    require_intact(log, *optional_paths(sm.input.model))
     settings = sm.params.evaluate
     torch.set_num_threads(sm.threads)
     try:

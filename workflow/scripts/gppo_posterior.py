@@ -9,11 +9,12 @@ import torch
 from cmr_rd.gppo.posterior import Posterior, update
 from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.model.generate import check_checkpoint
-from cmr_rd.stage import optional_paths, setup_logging
+from cmr_rd.stage import optional_paths, require_intact, setup_logging
 
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
+    require_intact(log, sm.input.model)
     gppo, phase = sm.params.gppo, int(sm.wildcards.phase)
     probe = gppo["probe"]
     torch.set_num_threads(sm.threads)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cmr_rd.gppo import figures
 from cmr_rd.gppo.summary import phase_table, probe_table, quota_table, reward_table
+from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.stage import setup_logging
 
 
@@ -29,6 +30,15 @@ def main(sm) -> None:
         (row["stage"], {c: row[c] for c in probes.columns[1:7]}) for _, row in probes.iterrows()
     ]
     figures.plot_probe_accuracy(stages, sm.output.probe_plot)
+    write_manifest(
+        sm.output.lineage,
+        rule=sm.rule,
+        config=sm.config,
+        params={"run": sm.wildcards.run, "seed": sm.wildcards.seed},
+        inputs=describe_inputs([sm.input.sft_probe, *sm.input.quotas, *sm.input.posteriors,
+                                *sm.input.probes, *sm.input.rewards, *sm.input.summaries]),
+        outputs=[p for k, p in sm.output.items() if k != "lineage"],
+    )  # fmt: skip
     log.info("probe accuracy per stage:\n%s", probes.to_string(index=False))
 
 

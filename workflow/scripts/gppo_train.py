@@ -7,14 +7,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from cmr_rd.lineage import describe_inputs, sha256_file, write_manifest
-from cmr_rd.stage import fingerprint, launch_training, setup_logging
+from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
+from cmr_rd.stage import fingerprint, launch_training, require_intact, setup_logging
 
 SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offset + phase
 
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
+    require_intact(log, sm.input.model, sm.input.ref)
     gppo, phase, seed = sm.params.gppo, int(sm.wildcards.phase), int(sm.wildcards.seed)
     settings = {
         "train": {**gppo["train"], "batch_prompts": gppo["batch_prompts"],
@@ -50,7 +51,7 @@ def main(sm) -> None:
         inputs={"parent_checkpoint": parents[str(sm.input.model)],
                 "kl_reference": parents[str(sm.input.ref)], **describe_inputs([sm.input.data])},
         outputs=[sm.output.summary, sm.output.rewards, sm.output.batches, sm.output.loss],
-        extra={"final_sha256": describe_inputs([sm.output.final])[sm.output.final]},
+        extra={"final_sha256": checkpoint_digest(sm.output.final)},
     )  # fmt: skip
 
 

@@ -47,7 +47,8 @@ def main(sm) -> None:
         params={"ingest": sm.params.ingest, "split": sm.params.split, "seed": sm.params.seed,
                 "deid_key_origin": key.origin},
         inputs=describe_inputs(sm.input),
-        outputs=[sm.output.manifest, sm.output.counts, sm.output.quarantine, sm.output.reconcile],
+        outputs=[sm.output.manifest, sm.output.images, sm.output.counts, sm.output.quarantine,
+                 sm.output.reconcile],
     )  # fmt: skip
 
 

@@ -21,7 +21,14 @@ def main(sm) -> None:
         config=sm.config,
         params={"synthetic": sm.params.synthetic, "seed": sm.params.seed},
         inputs={},
-        outputs=[sm.output.labels, sm.output.boxes, sm.output.summary],
+        outputs=[
+            sm.output.dicom,
+            sm.output.nifti,
+            sm.output.labels,
+            sm.output.boxes,
+            sm.output.phi,
+            sm.output.summary,
+        ],
     )
 
 

@@ -11,12 +11,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from cmr_rd.lineage import describe_inputs, sha256_file, write_manifest
-from cmr_rd.stage import fingerprint, launch_training, setup_logging
+from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
+from cmr_rd.stage import fingerprint, launch_training, require_intact, setup_logging
 
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
+    require_intact(log, sm.input.model)
     settings = {**sm.params.train, "seed": sm.params.seed, "threads": sm.threads}
     parent = describe_inputs([sm.input.model])[str(sm.input.model)]
     run_id = fingerprint(
@@ -47,7 +48,7 @@ def main(sm) -> None:
         params={"stage": sm.params.stage, "train": settings, "run": run_id},
         inputs={"parent_checkpoint": parent, **describe_inputs([sm.input.data])},
         outputs=[sm.output.summary, sm.output.loss],
-        extra={"final_sha256": describe_inputs([sm.output.final])[sm.output.final]},
+        extra={"final_sha256": checkpoint_digest(sm.output.final)},
     )
 
 

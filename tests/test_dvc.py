@@ -1,0 +1,143 @@
+"""DVC for real, in a scratch git + DVC repository with a local remote in tmp.
+
+The first half of the tiny workflow runs (cohort, ingestion with its montages, rewriting, the QC
+checkpoint and its shards, the datasets, the backbone: files, folders, benchmarks), then:
+commit + push leave Snakemake and `dvc status` clean, `dvc dag` is the rule graph, and after
+`rm -rf results` and an empty cache, the restore (pull, status, touch) leaves Snakemake with
+nothing to do and the results byte for byte as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmr_rd.devtools import copy_workflow, snakemake
+from cmr_rd.dvcgen import RECORD, commit, restore
+from test_dvc_mirror import dvc_dag, snakemake_graph
+
+TINY = ("--configfile=config/tiny.yaml",)  # "=": the targets after it are not config files
+TARGETS = ("results/model/base", "results/ingest/qc/manifest.json")
+NOTHING = "Nothing to be done"
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, check=True
+    )
+
+
+def _files(root: Path) -> dict[str, tuple[str, int]]:
+    """Every result and data file: its digest and modification time."""
+    return {
+        p.relative_to(root).as_posix(): (_sha256(p), p.stat().st_mtime_ns)
+        for top in ("results", "data")
+        for p in sorted((root / top).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tracked(root: Path, files: dict) -> dict:
+    """The files inside DVC's outs (dvc.lock), by their digest."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    outs = [o["path"] for stage in lock.values() for o in stage["outs"]]
+    return {
+        path: digest
+        for path, (digest, _) in files.items()
+        if any(path == o or path.startswith(o + "/") for o in outs)
+        and not path.endswith(".snakemake_timestamp")  # in .dvcignore: Snakemake's, not data
+    }
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, repo):
+    """A DVC repository like ours (its .dvc/config, .dvcignore, .gitignore, the library), the
+    remote `local` pointed at tmp, after a run of TARGETS and dvc_commit's commit + push."""
+    root = copy_workflow(tmp_path_factory.mktemp("dvcwf"), repo)
+    shutil.copy(repo / "tests/configs/tiny.yaml", root / "config/tiny.yaml")
+    shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (".gitignore", ".dvcignore"):
+        shutil.copy(repo / name, root / name)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    _dvc(root, "init", "-q")
+    shutil.copy(repo / ".dvc/config", root / ".dvc/config")
+    remote = tmp_path_factory.mktemp("remote")
+    _dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    result = snakemake(root, "--cores", "2", *TINY, *TARGETS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    before = _files(root)
+    record = commit(root, ["config/tiny.yaml"], remote="local", targets=list(TARGETS))
+    return {"root": root, "remote": remote, "record": record, "before": before}
+
+
+@pytest.mark.slow
+def test_commit_records_every_stage_and_pushes(work):
+    root, record = work["root"], work["record"]
+    assert record["status"] == "committed" and record["dvc_status"] == {}
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert {name.split("@")[0] for name in lock} == set(stages)
+    assert {"synthesize_cohort", "coldstart_shard@MI", "build_backbone"} <= set(lock)
+    assert "Data and pipelines are up to date" in _dvc(root, "status").stdout
+    assert "in sync" in _dvc(root, "status", "--cloud", "--remote", "local").stdout
+    assert len(_tracked(root, work["before"])) > 200  # images, DICOM, the model's files
+
+
+@pytest.mark.slow
+def test_commit_leaves_the_workspace_alone(work):
+    """No relink: same bytes, same modification times, so Snakemake has nothing to do."""
+    root = work["root"]
+    assert _files(root) == work["before"]
+    noop = snakemake(root, "--cores", "1", "-n", *TINY, *TARGETS)
+    assert noop.returncode == 0 and NOTHING in noop.stdout + noop.stderr
+
+
+@pytest.mark.slow
+def test_dvc_dag_is_the_rule_graph(work):
+    root = work["root"]
+    assert dvc_dag(root) == snakemake_graph(root, *TINY, *TARGETS)
+
+
+@pytest.mark.slow
+def test_dvc_commit_is_the_last_rule_and_local(work, repo):
+    plan = snakemake(work["root"], "--cores", "1", "-n", *TINY, "dvc_commit")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    job = plan.stdout.split("rule dvc_commit:")[1].split("reason:")[0]
+    assert "results/report/report.md" in job and ".dvc/config" in job
+    snakefile = (repo / "Snakefile").read_text()
+    localrules = re.search(r"^localrules:\n((?:    \w+,\n)+)", snakefile, re.M).group(1)
+    assert "dvc_commit" in re.findall(r"\w+", localrules), "never a cluster job"
+
+
+@pytest.mark.slow
+def test_restore_after_removing_results_and_cache(work):
+    """A checkout stamps files in DVC's order; the restore (checkout or pull, `dvc status`
+    clean, `snakemake --touch`) gives Snakemake nothing to do, with the same bytes."""
+    root = work["root"]
+    shutil.rmtree(root / "results")
+    shutil.rmtree(root / ".dvc/cache")  # as on a fresh clone: everything comes from the remote
+    restore(root, ["config/tiny.yaml"], remote="local")
+    noop = snakemake(root, "--cores", "1", "-n", *TINY, *TARGETS)
+    assert noop.returncode == 0 and NOTHING in noop.stdout + noop.stderr
+    assert _tracked(root, _files(root)) == _tracked(root, work["before"])
+    record = json.loads((root / RECORD).read_text())  # dvc_commit's job is current too
+    assert record["status"] == "restored" and record["dvc_status"] == {}
+    assert "Data and pipelines are up to date" in _dvc(root, "status").stdout
+
+
+def test_commit_outside_a_dvc_repository_only_says_so(tmp_path):
+    record = commit(tmp_path)
+    assert record["status"] == "skipped" and "no .dvc/" in record["reason"]
+    assert list(tmp_path.iterdir()) == []  # no dvc.yaml, nothing else

@@ -1,0 +1,16 @@
+"""Rule dvc_commit: regenerate dvc.yaml, `dvc commit` every stage's hashes, push to dvc.remote."""
+
+from pathlib import Path
+
+from cmr_rd.dvcgen import commit, write_record
+from cmr_rd.stage import setup_logging
+
+
+def main(sm) -> None:
+    setup_logging(sm.log[0])
+    record = commit(".", list(sm.params.configfiles), remote=sm.params.remote)
+    write_record(Path(sm.output.record), record)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
