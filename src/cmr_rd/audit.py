@@ -448,13 +448,15 @@ def _dir_record(data: dict, folder: str, index: Index, manifest: str) -> dict:
     return {}
 
 
-def verify_checkpoint(path: str | Path, root: str | Path = ".") -> str | None:
+def verify_checkpoint(
+    path: str | Path, root: str | Path = ".", index: Index | None = None
+) -> str | None:
     """Check a checkpoint folder against its producer's record before it is used.
 
     Returns the manifest it was checked against, or None when no manifest records the folder
     (a zero-shot model from the HF cache). Raises CheckpointError naming the changed, missing or
     extra files (or, for records without per-file hashes, the folder)."""
-    index = build_index(root)
+    index = index or build_index(root)
     folder = index.norm(_relative(path, index.root))
     if folder not in index.dirs:
         return None

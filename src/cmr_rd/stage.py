@@ -63,6 +63,30 @@ def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def train_in_run_folder(
+    cli: list[str], settings: dict, run_id: str, final: str | Path, gpus: int, log_path, log
+) -> Path:
+    """Train in `runs/<run_id>/` beside the stage's final folder and publish `final/` there.
+
+    The run folder keeps the checkpoints, so a preempted job's rerun (same inputs and settings,
+    same fingerprint) resumes; a failed or preempted child ends the job with its exit code.
+    """
+    import json
+    import shutil
+
+    run = Path(final).parent / "runs" / run_id
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
+    log.info("run folder %s", run)
+    code = launch_training([*cli, "--out", str(run), "--config", str(run / "settings.json")],
+                           gpus, log_path)  # fmt: skip
+    if code != 0:
+        log.error("training exited with code %d (143: preempted, rerun to resume)", code)
+        sys.exit(code)
+    shutil.copytree(run / "final", final)
+    return run
+
+
 def optional_paths(value) -> list[str]:
     """A Snakemake input that may be absent, one path, or several, as a list of paths."""
     if not value:
@@ -85,11 +109,12 @@ def looks_like_path(name: str) -> bool:
 def require_intact(log: logging.Logger, *checkpoints) -> None:
     """Before a stage loads a checkpoint: its files must hash to what the stage that wrote it
     recorded. A corrupted or edited checkpoint stops the job (exit 2) with the file named."""
-    from cmr_rd.audit import CheckpointError, verify_checkpoint
+    from cmr_rd.audit import CheckpointError, build_index, verify_checkpoint
 
+    index = build_index(".")  # read the manifests once for every checkpoint of the job
     for path in checkpoints:
         try:
-            manifest = verify_checkpoint(path)
+            manifest = verify_checkpoint(path, index=index)
         except CheckpointError as exc:
             log.error("%s", exc)
             sys.exit(2)

@@ -2,13 +2,11 @@
 start model as KL reference. Checkpoints live in a fingerprinted run folder, so a preempted job
 resumes on rerun and a changed input starts afresh."""
 
-import json
 import shutil
-import sys
 from pathlib import Path
 
 from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
-from cmr_rd.stage import fingerprint, launch_training, require_intact, setup_logging
+from cmr_rd.stage import fingerprint, require_intact, setup_logging, train_in_run_folder
 
 SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offset + phase
 
@@ -27,18 +25,11 @@ def main(sm) -> None:
         {"phase": phase, "settings": settings, "model": parents[str(sm.input.model)]["sha256"],
          "ref": parents[str(sm.input.ref)]["sha256"], "data": sha256_file(sm.input.data)}
     )  # fmt: skip
-    run = Path(sm.output.final).parent / "runs" / run_id
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
-    args = ["-m", "cmr_rd.gppo.cli", "train", "--phase", str(phase), "--model",
-            str(sm.input.model), "--ref", str(sm.input.ref), "--data", str(sm.input.data),
-            "--out", str(run), "--config", str(run / "settings.json")]  # fmt: skip
-    log.info("run folder %s", run)
-    code = launch_training(args, int(sm.resources.get("gpu", 0) or 0), sm.log[0])
-    if code != 0:
-        log.error("GPPO training exited with code %d (143: preempted, rerun to resume)", code)
-        sys.exit(code)
-    shutil.copytree(run / "final", sm.output.final)
+    cli = ["-m", "cmr_rd.gppo.cli", "train", "--phase", str(phase), "--model",
+           str(sm.input.model), "--ref", str(sm.input.ref),
+           "--data", str(sm.input.data)]  # fmt: skip
+    run = train_in_run_folder(cli, settings, run_id, sm.output.final,
+                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log)  # fmt: skip
     for name in ("summary", "rewards", "batches", "loss"):
         source = run / Path(getattr(sm.output, name)).name
         shutil.copy(source, getattr(sm.output, name))

@@ -6,13 +6,11 @@ after preemption resumes, while a changed input or setting starts afresh instead
 someone else's run.
 """
 
-import json
 import shutil
-import sys
 from pathlib import Path
 
 from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
-from cmr_rd.stage import fingerprint, launch_training, require_intact, setup_logging
+from cmr_rd.stage import fingerprint, require_intact, setup_logging, train_in_run_folder
 
 
 def main(sm) -> None:
@@ -24,18 +22,10 @@ def main(sm) -> None:
         {"stage": sm.params.stage, "train": settings, "model": parent["sha256"],
          "data": sha256_file(sm.input.data)}
     )  # fmt: skip
-    run = Path(sm.output.final).parent / "runs" / run_id
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
-    args = ["-m", "cmr_rd.model.cli", "train", "--stage", sm.params.stage, "--model",
-            str(sm.input.model), "--data", str(sm.input.data), "--out", str(run),
-            "--config", str(run / "train_config.json")]  # fmt: skip
-    log.info("run folder %s", run)
-    code = launch_training(args, int(sm.resources.get("gpu", 0) or 0), sm.log[0])
-    if code != 0:
-        log.error("training exited with code %d (143: preempted, rerun to resume)", code)
-        sys.exit(code)
-    shutil.copytree(run / "final", sm.output.final)
+    cli = ["-m", "cmr_rd.model.cli", "train", "--stage", sm.params.stage, "--model",
+           str(sm.input.model), "--data", str(sm.input.data)]  # fmt: skip
+    run = train_in_run_folder(cli, settings, run_id, sm.output.final,
+                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log)  # fmt: skip
     if (run / "loss.csv").is_file():
         shutil.copy(run / "loss.csv", sm.output.loss)
     else:  # a run shorter than logging_steps logs no step

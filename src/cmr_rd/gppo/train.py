@@ -50,6 +50,7 @@ from cmr_rd.model.train import (
     _StopFlag,
     _trim_loss_csv,
     checkpoint_step,
+    common_training_args,
     config_from_mapping,
     latest_checkpoint,
     load_records,
@@ -360,21 +361,7 @@ def make_trainer(
         temperature=cfg.temperature,
         max_completion_length=cfg.max_completion_length,
         shuffle_dataset=False,  # the quota order is the order
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        bf16=precision == "bf16",
-        use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=cfg.gradient_checkpointing,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        report_to=["tensorboard"],
-        disable_tqdm=True,
-        log_level="error",
-        remove_unused_columns=False,
+        **common_training_args(cfg, precision),
     )
     trainer_class = _trainer_class()
     functions = reward_functions(rewards)

@@ -397,6 +397,29 @@ def _counting_trainer_class() -> type:
     return CountingSFTTrainer
 
 
+def common_training_args(cfg: Any, precision: str) -> dict[str, Any]:
+    """The TrainingArguments every stage shares (SFT and GRPO): periodic checkpoints to resume
+    from, step logging to TensorBoard, precision, seeds, no worker processes, quiet output."""
+    return {
+        "save_strategy": "steps",
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "logging_strategy": "steps",
+        "logging_steps": cfg.logging_steps,
+        "bf16": precision == "bf16",
+        "use_cpu": not torch.cuda.is_available(),
+        "activation_checkpointing": cfg.gradient_checkpointing,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "dataloader_num_workers": 0,
+        "report_to": ["tensorboard"],
+        "disable_tqdm": True,
+        "log_level": "error",
+        # Our columns are decoded by the dataset's transform, not matched to forward()'s signature.
+        "remove_unused_columns": False,
+    }
+
+
 def make_trainer(
     model: torch.nn.Module,
     processor: Any,
@@ -421,26 +444,11 @@ def make_trainer(
         # transformers 5 folds the ratio into warmup_steps: a float in [0, 1) is a ratio.
         warmup_steps=float(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
         max_length=cfg.max_length,
         assistant_only_loss=True,
-        bf16=precision == "bf16",
         fp16=False,
-        use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=cfg.gradient_checkpointing,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        report_to=["tensorboard"],
-        disable_tqdm=True,
-        log_level="error",
         save_only_model=False,
-        # Our columns are decoded by the dataset's transform, not matched to forward()'s signature.
-        remove_unused_columns=False,
+        **common_training_args(cfg, precision),
     )
     with tensorboard_dir(tensorboard):
         trainer = trainer_class(
