@@ -231,3 +231,32 @@ def test_sigterm_saves_and_the_rerun_resumes_without_duplicate_steps(tiny, promp
     assert steps == list(range(1, 2 * len(plan.batches) + 1))
     csv_steps = {line.split(",")[1] for line in (out / "rewards.csv").read_text().splitlines()[1:]}
     assert csv_steps == {str(s) for s in steps}
+
+
+def test_a_resumed_phase_ends_with_the_uninterrupted_phases_weights(tiny, prompts, tmp_path):
+    """A phase restarted from its step-2 checkpoint samples the same completions (the RNG state
+    is restored) and ends byte-identical to one that never stopped."""
+    import shutil
+
+    data = tmp_path / "phase.jsonl"
+    _phase_dataset(prompts, data, n_batches=3)
+    train = {"batch_prompts": B, "micro_batch": 8, "max_completion_length": 8, "threads": 1,
+             "save_steps": 1, "save_total_limit": 10, "epochs": 2.0}  # fmt: skip
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    for out in (whole, resumed):
+        if out == resumed:
+            shutil.copytree(whole / "checkpoints/checkpoint-2", out / "checkpoints/checkpoint-2")
+        result = subprocess.run(
+            _cli(tiny, data, out, {"train": train}), env=_env(), capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((resumed / "train_summary.json").read_text())["resumed_from_step"] == 2
+    weights = "final/model.safetensors"
+    assert (resumed / weights).read_bytes() == (whole / weights).read_bytes()
+
+    def completions_after_step_2(out: Path) -> list[str]:
+        rows = [json.loads(x) for x in (out / "batches.jsonl").read_text().splitlines()]
+        return [json.dumps(r, sort_keys=True) for r in rows if r["step"] > 2]
+
+    assert completions_after_step_2(resumed) == completions_after_step_2(whole)

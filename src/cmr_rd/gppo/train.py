@@ -56,6 +56,7 @@ from cmr_rd.model.train import (
     load_records,
     open_image,
     tensorboard_dir,
+    weights_to_load,
 )
 
 REWARD_FIELDS = (
@@ -441,16 +442,16 @@ def _train_phase(
         )
     if not torch.cuda.is_available():
         torch.set_num_threads(cfg.threads)
-    model, processor = load_policy(model_path, ref_path)
+    checkpoints = out_dir / "checkpoints"
+    resume = latest_checkpoint(checkpoints)
+    resumed_from = checkpoint_step(resume) if resume else 0
+    model, processor = load_policy(weights_to_load(model_path, resume, lora=False), ref_path)
     family = family_of(model)
 
     from accelerate import PartialState
 
     world_size = PartialState().num_processes
     is_main = PartialState().is_main_process
-    checkpoints = out_dir / "checkpoints"
-    resume = latest_checkpoint(checkpoints)
-    resumed_from = checkpoint_step(resume) if resume else 0
     loss_csv = out_dir / "loss.csv"
     recorder = BatchRecorder(out_dir, phase, cfg.num_generations, is_main)
     if is_main:

@@ -248,6 +248,18 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def weights_to_load(model_path: Path, resume: Path | None, lora: bool) -> Path:
+    """Where a run loads its starting weights: the checkpoint it resumes, else `model_path`.
+
+    The Trainer's own resume restores step, optimizer, schedule and RNG, but loads the weights
+    with `load_state_dict(strict=False)` under the names the checkpoint was saved with. For Gemma3
+    in transformers 5 those are the legacy `language_model.model.*` names, which match none of
+    the module's, so it silently kept the starting weights. `from_pretrained` maps the names.
+    A LoRA checkpoint holds only the adapter, which the Trainer restores through PEFT.
+    """
+    return resume if resume is not None and not lora else model_path
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return int(state["global_step"])
@@ -475,8 +487,11 @@ def _train(
 
     hf_logging.set_verbosity_error()
     records = load_records(dataset_jsonl)
+    checkpoints = out_dir / "checkpoints"
+    resume = latest_checkpoint(checkpoints)
+    resumed_from = checkpoint_step(resume) if resume else 0
     try:
-        model, processor = load_backbone(str(model_path))
+        model, processor = load_backbone(str(weights_to_load(model_path, resume, cfg.lora)))
         family = family_of(model)
         check_image_size(processor, model)
         parts = STAGE_PARTS[cfg.stage] + (("vision",) if cfg.train_vision else ())
@@ -491,9 +506,6 @@ def _train(
         model = _apply_lora(model, cfg)
         counts = _trainable_by_part(model, family)
 
-    checkpoints = out_dir / "checkpoints"
-    resume = latest_checkpoint(checkpoints)
-    resumed_from = checkpoint_step(resume) if resume else 0
     loss_csv = out_dir / "loss.csv"
     ranks_dir = out_dir / "ranks"
 
