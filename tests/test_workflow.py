@@ -449,3 +449,100 @@ def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
     assert _rules_run(result) == {"evaluate", "report_tables", "dvc_commit"}
     again = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# Last in the file: these tests retrain SFT under a longer schedule, which makes the stage-1
+# outputs differ from tiny.yaml's for any test that would come after them.
+PREEMPT_STEPS = 40
+SFT_RUNS = "results/model/sft/runs"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid (children of all its threads: Snakemake starts jobs from one)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        for child in map(int, children):
+            found += [child, *_descendants(child)]
+    return found
+
+
+@pytest.mark.parametrize("fault", ["sigterm_job", "sigkill_all"])
+def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
+    """sigterm_job: what a scheduler does on preemption or time limit, SIGTERM to every process
+    of the job. The trainer checkpoints, the job fails with 143, and Snakemake names its log.
+    sigkill_all: the node is lost, Snakemake included. Its lock stays (`--unlock` clears it)
+    and the job's outputs are marked incomplete; the profile's rerun-incomplete reruns them.
+
+    Either way the rerun resumes from the checkpoint, and the stage ends byte-identical to a run
+    that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = yaml.safe_load((run / "config/tiny.yaml").read_text())
+    config["model"]["sft"].update(max_steps=PREEMPT_STEPS, save_steps=2)
+    (run / "config/tiny_preempt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    args = ["results/model/sft/final", "--cores", "2", "--configfile", "config/tiny_preempt.yaml"]
+    for folder in (run / SFT_RUNS).iterdir():  # an earlier case's finished run would be reused
+        if json.loads((folder / "settings.json").read_text())["max_steps"] == PREEMPT_STEPS:
+            shutil.rmtree(folder)
+    known = set((run / SFT_RUNS).iterdir())
+
+    head = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args, "--forcerun", "sft",
+         "--workflow-profile", "profiles/local"],
+        cwd=run, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not any(
+        folder not in known and any(folder.glob("checkpoints/checkpoint-*/trainer_state.json"))
+        for folder in (run / SFT_RUNS).iterdir()
+    ):
+        assert head.poll() is None, head.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    if fault == "sigterm_job":
+        for pid in _descendants(head.pid):
+            os.kill(pid, signal.SIGTERM)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+    output, _ = head.communicate(timeout=300)
+    assert head.returncode != 0
+    assert not (run / "results/model/sft/final").exists()
+    if fault == "sigterm_job":
+        assert "Error in rule sft" in output and "logs/model/sft.log" in output
+        log = (run / "logs/model/sft.log").read_text()
+        assert "preempted (SIGTERM) at step" in log and "Traceback" not in log
+    else:
+        assert any((run / ".snakemake/incomplete").iterdir())
+        locked = snakemake(run, *args)
+        assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+        assert snakemake(run, *args, "--unlock").returncode == 0
+
+    rerun = snakemake(run, *args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((run / "results/model/sft/train_summary.json").read_text())
+    assert 0 < summary["resumed_from_step"] < PREEMPT_STEPS == summary["steps"]
+    loss_steps = [int(line.split(",")[0]) for line in
+                  (run / "results/model/sft/loss.csv").read_text().splitlines()[1:]]  # fmt: skip
+    assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] == PREEMPT_STEPS
+    resumed = (run / "results/model/sft/final/model.safetensors").read_bytes()
+
+    for folder in set((run / SFT_RUNS).iterdir()) - known:
+        shutil.rmtree(folder)
+    whole = snakemake(run, *args, "--forcerun", "sft")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert (
+        json.loads((run / "results/model/sft/train_summary.json").read_text())["resumed_from_step"]
+        == 0
+    )
+    assert (run / "results/model/sft/final/model.safetensors").read_bytes() == resumed
