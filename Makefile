@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --report results/report/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow benchmarks

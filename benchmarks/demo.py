@@ -25,10 +25,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results/benchmarks")
     parser.add_argument("--keep", type=Path, help="copy the demo's results/report here")
+    parser.add_argument("--workdir", type=Path, help="run in this new folder and keep it all")
     args = parser.parse_args()
     cores = str(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
-        work = copy_workflow(Path(tmp))
+        if args.workdir:
+            args.workdir.mkdir(parents=True)  # refuses an existing folder: never mix two runs
+        work = copy_workflow(args.workdir or Path(tmp))
         start = time.perf_counter()
         result = snakemake(work, "--cores", cores)
         total = time.perf_counter() - start
