@@ -226,3 +226,30 @@ def test_a_corrupted_checkpoint_is_named_before_use(tmp_path, monkeypatch):
     assert "changed: results/model/sft/final/model.safetensors" in message
     assert "unexpected: results/model/sft/final/stray.bin" in message
     assert "rule sft" in message and "\n" not in message
+
+
+def test_require_intact_hashes_each_checkpoint_once_and_returns_its_input_record(
+    tmp_path, monkeypatch
+):
+    """The check and the job's manifest share one hashing pass over the checkpoint."""
+    import logging
+
+    from cmr_rd import lineage
+    from cmr_rd.lineage import checkpoint_digest, describe_inputs
+    from cmr_rd.stage import require_intact
+
+    monkeypatch.chdir(tmp_path)
+    recorded, outside = Path("results/model/sft/final"), Path("models/zero_shot")
+    for folder in (recorded, outside):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"a": 1}\n')
+        (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    write_manifest("results/model/sft/manifest.json", rule="sft", config={}, params={},
+                   inputs={}, extra={"final_sha256": checkpoint_digest(recorded)})  # fmt: skip
+    hashed = []
+    real = lineage.sha256_file
+    monkeypatch.setattr(lineage, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    records = require_intact(logging.getLogger("test"), str(recorded), str(outside))
+    assert sorted(hashed) == sorted(str(f) for d in (recorded, outside) for f in d.iterdir())
+    monkeypatch.setattr(lineage, "sha256_file", real)
+    assert records == describe_inputs([str(recorded), str(outside)])

@@ -93,13 +93,9 @@ def describe_inputs(paths: Iterable[str | Path]) -> dict[str, dict]:
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            digest, files = sha256_tree(p)
-            described[str(path)] = {
-                "sha256": digest,
-                "files": files,
-                "kind": "dir",
-                "path": p.as_posix(),
-            }
+            record = checkpoint_digest(p)
+            del record["file_sha256"]  # the folder digest is enough to notice a change
+            described[str(path)] = record
         elif p.is_file():
             described[str(path)] = {"sha256": sha256_file(p), "kind": "file"}
         else:

@@ -106,12 +106,18 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def require_intact(log: logging.Logger, *checkpoints) -> None:
+def require_intact(log: logging.Logger, *checkpoints) -> dict[str, dict]:
     """Before a stage loads a checkpoint: its files must hash to what the stage that wrote it
-    recorded. A corrupted or edited checkpoint stops the job (exit 2) with the file named."""
+    recorded. A corrupted or edited checkpoint stops the job (exit 2) with the file named.
+
+    Returns each checkpoint's input record, as `describe_inputs` gives it, for the job's
+    manifest: a checkpoint is hashed once per job, here, not again when the manifest is written.
+    """
     from cmr_rd.audit import CheckpointError, build_index, verify_checkpoint
+    from cmr_rd.lineage import describe_inputs
 
     index = build_index(".")  # read the manifests once for every checkpoint of the job
+    described = {}
     for path in checkpoints:
         try:
             manifest = verify_checkpoint(path, index=index)
@@ -120,3 +126,8 @@ def require_intact(log: logging.Logger, *checkpoints) -> None:
             sys.exit(2)
         if manifest:
             log.info("checkpoint %s matches %s", path, manifest)
+            digest = index.digest(index.norm(str(path)))  # computed by the check just above
+            described[str(path)] = {**digest, "path": Path(path).as_posix()}
+        else:  # no manifest records it (a model from outside the pipeline)
+            described.update(describe_inputs([path]))
+    return described

@@ -12,7 +12,7 @@ from cmr_rd.stage import optional_paths, require_intact, setup_logging
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
-    require_intact(log, *optional_paths(sm.input.model))
+    checkpoints = require_intact(log, *optional_paths(sm.input.model))
     settings = sm.params.evaluate
     torch.set_num_threads(sm.threads)
     try:
@@ -28,13 +28,12 @@ def main(sm) -> None:
     write_outputs(Path(sm.output.metrics).parent, samples, metrics)  # samples.parquet, metrics.json
     # Wall times: kept out of the deterministic outputs.
     Path(sm.output.timing).write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
-    local = optional_paths(sm.input.model)
     write_manifest(
         sm.output.lineage,
         rule=sm.rule,
         config=sm.config,
         params={"model": sm.wildcards.model, "checkpoint": sm.params.model, **settings},
-        inputs=describe_inputs([*local, sm.input.test]),
+        inputs={**checkpoints, **describe_inputs([sm.input.test])},
         outputs=[sm.output.samples, sm.output.metrics],
     )
     log.info(

@@ -14,7 +14,7 @@ from cmr_rd.stage import optional_paths, require_intact, setup_logging
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
-    require_intact(log, sm.input.model)
+    checkpoint = require_intact(log, sm.input.model)
     gppo, phase = sm.params.gppo, int(sm.wildcards.phase)
     probe = gppo["probe"]
     torch.set_num_threads(sm.threads)
@@ -55,7 +55,7 @@ def main(sm) -> None:
             "probe": probe,
             "discount": gppo["discount"],
         },  # fmt: skip
-        inputs=describe_inputs([sm.input.model, sm.input.probe, *previous]),
+        inputs={**checkpoint, **describe_inputs([sm.input.probe, *previous])},
         outputs=[sm.output.posterior, sm.output.probe],
     )
     log.info("phase %d probe: accuracy %.3f, per class %s", phase, report["accuracy"],

@@ -13,14 +13,13 @@ SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offs
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
-    require_intact(log, sm.input.model, sm.input.ref)
+    parents = require_intact(log, sm.input.model, sm.input.ref)
     gppo, phase, seed = sm.params.gppo, int(sm.wildcards.phase), int(sm.wildcards.seed)
     settings = {
         "train": {**gppo["train"], "batch_prompts": gppo["batch_prompts"],
                   "seed": seed + SEED_OFFSET + phase, "threads": sm.threads},
         "rewards": {**gppo["rewards"], "use_iou": sm.wildcards.run.endswith("-iou")},
     }  # fmt: skip
-    parents = describe_inputs([sm.input.model, sm.input.ref])
     run_id = fingerprint(
         {"phase": phase, "settings": settings, "model": parents[str(sm.input.model)]["sha256"],
          "ref": parents[str(sm.input.ref)]["sha256"], "data": sha256_file(sm.input.data)}

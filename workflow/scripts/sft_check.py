@@ -10,7 +10,7 @@ from cmr_rd.stage import require_intact, setup_logging
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
-    require_intact(log, sm.input.model)
+    checkpoint = require_intact(log, sm.input.model)
     settings = sm.params.check
     report = check_checkpoint(
         Path(sm.input.model),
@@ -26,7 +26,7 @@ def main(sm) -> None:
         rule=sm.rule,
         config=sm.config,
         params={"check": settings},
-        inputs=describe_inputs([sm.input.model, sm.input.data]),
+        inputs={**checkpoint, **describe_inputs([sm.input.data])},
         outputs=[sm.output.report],
     )
     log.info(

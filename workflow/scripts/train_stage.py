@@ -15,9 +15,8 @@ from cmr_rd.stage import fingerprint, require_intact, setup_logging, train_in_ru
 
 def main(sm) -> None:
     log = setup_logging(sm.log[0])
-    require_intact(log, sm.input.model)
+    parent = require_intact(log, sm.input.model)[str(sm.input.model)]
     settings = {**sm.params.train, "seed": sm.params.seed, "threads": sm.threads}
-    parent = describe_inputs([sm.input.model])[str(sm.input.model)]
     run_id = fingerprint(
         {"stage": sm.params.stage, "train": settings, "model": parent["sha256"],
          "data": sha256_file(sm.input.data)}
