@@ -2,9 +2,10 @@
 
 The first half of the tiny workflow runs (cohort, ingestion with its montages, rewriting, the QC
 checkpoint and its shards, the datasets, the backbone: files, folders, benchmarks), then:
-commit + push leave Snakemake and `dvc status` clean, `dvc dag` is the rule graph, and after
-`rm -rf results` and an empty cache, the restore (pull, status, touch) leaves Snakemake with
-nothing to do and the results byte for byte as they were.
+commit + push leave Snakemake and `dvc status` clean, `dvc dag` is the rule graph, git sees no
+change but the new dvc.lock (the dvc.yaml committed before the run is what the commit writes),
+and after `rm -rf results` and an empty cache, the restore (pull, status, touch) leaves
+Snakemake with nothing to do and the results byte for byte as they were.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cmr_rd.classes import CLASSES
 from cmr_rd.devtools import copy_workflow, snakemake
-from cmr_rd.dvcgen import RECORD, commit, restore
+from cmr_rd.dvcgen import RECORD, commit, generate, restore
 from test_dvc_mirror import dvc_dag, snakemake_graph
 
 TINY = ("--configfile=config/tiny.yaml",)  # "=": the targets after it are not config files
@@ -33,6 +35,11 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, check=True
     )
+
+
+def _git(root: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
 
 
 def _files(root: Path) -> dict[str, tuple[str, int]]:
@@ -64,7 +71,9 @@ def _tracked(root: Path, files: dict) -> dict:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, repo):
     """A DVC repository like ours (its .dvc/config, .dvcignore, .gitignore, the library), the
-    remote `local` pointed at tmp, after a run of TARGETS and dvc_commit's commit + push."""
+    remote `local` pointed at tmp, committed to git as a fresh clone is: with the dvc.yaml that
+    `python -m cmr_rd.dvcgen` writes before any run, for this config and these targets. Then a
+    run of TARGETS and dvc_commit's commit + push, and `git status` right after them."""
     root = copy_workflow(tmp_path_factory.mktemp("dvcwf"), repo)
     shutil.copy(repo / "tests/configs/tiny.yaml", root / "config/tiny.yaml")
     shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
@@ -75,11 +84,21 @@ def work(tmp_path_factory, repo):
     shutil.copy(repo / ".dvc/config", root / ".dvc/config")
     remote = tmp_path_factory.mktemp("remote")
     _dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    (root / "dvc.yaml").write_text(generate(root, ["config/tiny.yaml"], list(TARGETS)))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "the workflow, dvc.yaml generated before any run")
     result = snakemake(root, "--cores", "2", *TINY, *TARGETS)
     assert result.returncode == 0, result.stderr[-4000:]
     before = _files(root)
     record = commit(root, ["config/tiny.yaml"], remote="local", targets=list(TARGETS))
-    return {"root": root, "remote": remote, "record": record, "before": before}
+    git_status = _git(root, "status", "--porcelain", "--untracked-files=all")
+    return {
+        "root": root,
+        "remote": remote,
+        "record": record,
+        "before": before,
+        "git_status": git_status,
+    }
 
 
 @pytest.mark.slow
@@ -89,7 +108,13 @@ def test_commit_records_every_stage_and_pushes(work):
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     assert {name.split("@")[0] for name in lock} == set(stages)
-    assert {"synthesize_cohort", "coldstart_shard@MI", "build_backbone"} <= set(lock)
+    assert {"synthesize_cohort", "coldstart_shard", "build_backbone"} <= set(lock)
+    # The shards, one per class QC accepted (here all), are recorded as their folder.
+    (shards,) = lock["coldstart_shard"]["outs"]
+    folder = root / "results/datasets/coldstart"
+    assert shards["path"] == "results/datasets/coldstart"
+    assert shards["nfiles"] == sum(1 for p in folder.iterdir() if p.is_file())
+    assert {p.stem for p in folder.glob("*.jsonl")} == set(CLASSES)
     assert "Data and pipelines are up to date" in _dvc(root, "status").stdout
     assert "in sync" in _dvc(root, "status", "--cloud", "--remote", "local").stdout
     assert len(_tracked(root, work["before"])) > 200  # images, DICOM, the model's files
@@ -102,6 +127,14 @@ def test_commit_leaves_the_workspace_alone(work):
     assert _files(root) == work["before"]
     noop = snakemake(root, "--cores", "1", "-n", *TINY, *TARGETS)
     assert noop.returncode == 0 and NOTHING in noop.stdout + noop.stderr
+
+
+@pytest.mark.slow
+def test_commit_after_a_run_leaves_git_clean_but_for_the_new_lock(work):
+    """The demo ends with dvc_commit, which regenerates dvc.yaml once the QC checkpoint has run
+    (its shards known) and writes dvc.lock: the committed dvc.yaml, generated before any run, is
+    what it writes, and it touches no other file git tracks or sees (.gitignore included)."""
+    assert work["git_status"].splitlines() == ["?? dvc.lock"]
 
 
 @pytest.mark.slow

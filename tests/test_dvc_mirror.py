@@ -2,7 +2,9 @@
 edges as the rule graph, every output persistent. Fast: nothing runs.
 
 Before a run, the rule graph stops at the QC checkpoint (the cold-start shards are known only
-once it has run), so the exact comparison after a run is in test_dvc.py.
+once it has run), so the exact comparison after a run is in test_dvc.py. dvc.yaml describes the
+shards by their folder, so it is the same before and after a run: test_dvc.py also checks that
+a run's dvc_commit leaves the dvc.yaml committed before it unchanged.
 """
 
 from __future__ import annotations
@@ -119,10 +121,14 @@ def test_dvc_stage_names_are_snakemake_rules(repo):
 
 def test_dvc_dag_is_the_rule_graph_up_to_the_checkpoint(repo, scratch):
     """Before the QC checkpoint has run, Snakemake links it straight to the cold-start dataset;
-    dvc.yaml has the shard stage between them (all six classes, as for the default cohort)."""
+    dvc.yaml has the shard stage between them: one stage whose out is the shards' folder, as many
+    shards as QC accepts classes, and that folder is the dataset's dep."""
     nodes, edges = dvc_dag(repo)
     assert (nodes, edges) == yaml_graph(repo)
     assert AFTER_CHECKPOINT["coldstart_dataset"][0] == "coldstart_shard"
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert stages["coldstart_shard"]["outs"] == [{"results/datasets/coldstart": {"persist": True}}]
+    assert "results/datasets/coldstart" in stages["coldstart_dataset"]["deps"]
     assert {("rewrite_qc", "coldstart_shard"), ("coldstart_shard", "coldstart_dataset")} <= edges
     nodes = nodes - {"coldstart_shard"}
     edges = {e for e in edges if "coldstart_shard" not in e} | {("rewrite_qc", "coldstart_dataset")}

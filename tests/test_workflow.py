@@ -385,9 +385,25 @@ def test_audit_walks_a_report_table_back_to_the_raw_cohort(run):
     assert "data/synthetic/dicom" in text and "rule report_tables" in text
 
 
-def test_a_second_snakemake_on_the_same_workdir_is_refused(run):
+# The first run of the lock test: the workflow plus one job that waits for the test's word, so
+# that the run holds the lock however long the second one takes to start.
+HOLD_SNAKEFILE = """\
+include: "{snakefile}"
+
+
+rule hold_the_lock:
+    output:
+        "{held}",
+    shell:
+        "while [ ! -e {release} ]; do sleep 0.1; done; touch {{output}}"
+"""
+
+
+def test_a_second_snakemake_on_the_same_workdir_is_refused(run, tmp_path):
     """Snakemake's lock: while one invocation runs, another on the same folder stops with a
-    clear message instead of writing the same outputs; the first one finishes unharmed."""
+    clear message instead of writing the same outputs; the first one finishes unharmed. The
+    first also runs a job that waits until the second has been refused, so the outcome does not
+    depend on how long either takes to start or to run its jobs."""
     import os
     import subprocess
     import sys
@@ -395,28 +411,34 @@ def test_a_second_snakemake_on_the_same_workdir_is_refused(run):
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
     target = "results/eval/s1/metrics.json"
-    # Targets first: --configfile and --forcerun take every value that follows them.
-    args = [target, "--cores", "1", "--configfile", "config/tiny.yaml"]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *args, "--forcerun", target], cwd=run, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    held, release = tmp_path / "held", tmp_path / "release"
+    hold = tmp_path / "hold.smk"
+    hold.write_text(HOLD_SNAKEFILE.format(snakefile=run / "Snakefile", held=held, release=release))
+    # Targets first: --configfile and --forcerun take every value that follows them. Both runs
+    # force the evaluation, so the second one would write what the first one is writing.
+    args = ["--cores", "1", "--configfile", "config/tiny.yaml", "--forcerun", target]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--snakefile", str(hold), target, str(held), *args],
+            cwd=run, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        # Locked and running its job (the forced output is gone), so the second run's plan is
-        # not racing the first run's deletion of the old output.
-        deadline = time.monotonic() + 120
-        while first.poll() is None and not (
-            any((run / ".snakemake/locks").glob("*")) and not (run / target).exists()
-        ):
+        deadline = time.monotonic() + 300
+        while not any((run / ".snakemake/locks").glob("*")):
+            assert first.poll() is None, f"the first run ended: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.1)
-        assert first.poll() is None, "the first run ended before the second could start"
-        second = snakemake(run, *args)
+        second = snakemake(run, target, *args)
+        assert first.poll() is None and not held.exists(), "the first run did not wait"
         assert second.returncode != 0
         assert "Directory cannot be locked" in second.stdout + second.stderr
     finally:
-        output, _ = first.communicate(timeout=600)
-    assert first.returncode == 0, output[-3000:]
+        release.touch()
+        first.wait(timeout=600)
+    assert first.returncode == 0, log.read_text()[-3000:]
+    assert held.is_file() and (run / target).is_file()
+    assert not any((run / ".snakemake/locks").glob("*"))
 
 
 def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):

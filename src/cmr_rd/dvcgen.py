@@ -6,7 +6,11 @@ and seed, an evaluation). A stage's deps are the job's inputs, the rule's script
 folders the script uses; its outs are the job's outputs, all `persist: true` so that DVC never
 deletes what Snakemake made; its params are the config keys the rule passes through; its cmd is
 the Snakemake command that remakes the job (our flow never lets DVC run it, `dvc repro` would).
-The file follows the config (runs x seeds x phases), so it is generated, never edited:
+The one exception is a rule whose jobs only a checkpoint's output names (AFTER_CHECKPOINT: the
+cold-start shards, one per class that QC accepted): it is one stage whose out is the folder its
+outputs share, and its consumer depends on that folder, so dvc.yaml is the same before and after
+a run, whatever the checkpoint decides. The file follows the config (runs x seeds x phases), so
+it is generated, never edited:
 
     python -m cmr_rd.dvcgen [--configfile config/tiny.yaml] [--check] [TARGET ...]
 
@@ -39,8 +43,11 @@ RECORD = "logs/dvc/commit.json"  # dvc_commit's output: not under results/, so n
 NOT_STAGES = {"all", "dvc_commit"}
 # Library modules every script uses for logging, lineage and JSONL: they do not shape results.
 PLUMBING = {"lineage", "stage", "jsonl"}
-# Jobs only a checkpoint's output names: consumer -> (producer, wildcard, values before the
-# checkpoint has run). After rewrite_qc, Snakemake knows the classes with accepted templates.
+# Jobs only a checkpoint's output names: consumer -> (producer, wildcard, values to ask for while
+# the checkpoint has not run). Which classes get a shard, and so how many coldstart_shard jobs
+# there are, Snakemake knows only once rewrite_qc has run; dvc.yaml describes the producer by the
+# folder its outputs share (one stage, that folder its out and the consumer's dep), so the file is
+# the same before and after a run, and committed before a run it stays current after one.
 AFTER_CHECKPOINT = {"coldstart_dataset": ("coldstart_shard", "label", CLASSES)}
 
 
@@ -54,6 +61,7 @@ class Job:
     script: str | None
     config_keys: list[str]
     pending: list[str] = field(default_factory=list)  # checkpoint targets standing in for inputs
+    remake: str = ""  # Snakemake arguments that remake the job, when not `--force OUTPUT`
 
 
 def _dvc_pattern(pattern: str) -> str:
@@ -118,8 +126,9 @@ def _natural(value: str) -> tuple:
 
 
 def dag_jobs(workdir: Path, configfiles: list[str], targets: list[str]) -> list[Job]:
-    """Every job Snakemake needs for the targets (default: rule all), done or not. Jobs behind
-    an unfinished checkpoint are asked for by their outputs (AFTER_CHECKPOINT)."""
+    """Every job Snakemake needs for the targets (default: rule all), done or not. The jobs behind
+    a checkpoint (AFTER_CHECKPOINT) become one job per rule, whether the checkpoint has run or not:
+    its inputs those its jobs share, its output their folder (_behind_checkpoint)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
         ConfigSettings,
@@ -149,22 +158,62 @@ def dag_jobs(workdir: Path, configfiles: list[str], targets: list[str]) -> list[
             return _jobs_of(workflow, workdir)
 
         jobs = build()
-        waiting = {j.rule: j for j in jobs if j.pending and j.rule in AFTER_CHECKPOINT}
-        if waiting:
-            extra = set()
-            for consumer in waiting:
-                producer, wildcard, values = AFTER_CHECKPOINT[consumer]
+        rules = {j.rule for j in jobs}
+        # Before the checkpoint has run (or if it accepted nothing), no producer job is in the
+        # DAG: ask for the producer's outputs for every possible value, to learn its inputs.
+        extra = set()
+        for consumer, (producer, wildcard, values) in AFTER_CHECKPOINT.items():
+            if consumer in rules and producer not in rules:
                 pattern = str(workflow.get_rule(producer).output[0])
                 extra |= {re.sub(rf"\{{{wildcard}(,[^{{}}]*)?\}}", v, pattern) for v in values}
+        if extra:
             dag_api.dag_settings.targets = set(targets or [workflow.default_target]) | extra
             jobs = build()
-            for job in jobs:
-                if job.rule in waiting:
-                    producer = AFTER_CHECKPOINT[job.rule][0]
-                    made = [o for j in jobs if j.rule == producer for o in j.outputs]
-                    job.inputs = [f for f in job.inputs if f not in job.pending] + made
-                    job.pending = []
+        for consumer, (producer, wildcard, _) in AFTER_CHECKPOINT.items():
+            outputs = [str(f) for f in workflow.get_rule(producer).output]
+            jobs = _behind_checkpoint(jobs, consumer, producer, _folder(outputs, wildcard))
     return jobs
+
+
+def _folder(patterns: list[str], wildcard: str) -> str:
+    """The folder that holds a rule's outputs whatever the wildcard's value: each pattern's part
+    before its first wildcard, the same folder for all, the wildcard only in what follows."""
+    folders = {p.split("{", 1)[0] for p in patterns}
+    if len(folders) != 1 or not all(f"{{{wildcard}" in p for p in patterns):
+        raise ValueError(f"outputs {patterns} do not share a folder before {{{wildcard}}}")
+    folder = folders.pop()
+    if not folder.endswith("/"):
+        raise ValueError(f"outputs {patterns} do not share a folder of their own")
+    return folder.rstrip("/")
+
+
+def _behind_checkpoint(jobs: list[Job], consumer: str, producer: str, folder: str) -> list[Job]:
+    """The producer's jobs as one job whose output is their folder; the consumer's inputs that
+    the checkpoint decides (its producer's outputs, or the checkpoint standing in for them) as
+    that folder. Neither depends on how many producer jobs the checkpoint's output asks for."""
+    made = [j for j in jobs if j.rule == producer]
+    if not made:
+        return jobs
+    one = Job(
+        rule=producer,
+        wildcards={},
+        inputs=list(dict.fromkeys(f for j in made for f in j.inputs)),
+        outputs=[folder],
+        patterns=[folder],
+        script=made[0].script,
+        config_keys=sorted({k for j in made for k in j.config_keys}),
+        # Not a file Snakemake can target: force every job of the rule, and nothing after it.
+        remake=f"--forcerun {producer} --until {producer}",
+    )
+    for job in jobs:
+        if job.rule == consumer:
+            decided = {*job.pending, *(o for j in made for o in j.outputs)}
+            inputs = [folder if f in decided else f for f in job.inputs]
+            job.inputs = list(dict.fromkeys([*inputs, folder]))
+            job.pending = []
+    first = jobs.index(made[0])
+    rest = [j for j in jobs if j.rule != producer]
+    return [*rest[:first], one, *rest[first:]]
 
 
 def library_deps(script: Path) -> list[str]:
@@ -214,12 +263,14 @@ def _stage(jobs: list[Job], configfiles: list[str], workdir: Path) -> dict:
     fixed = []
     if first.script:
         fixed = [first.script, *library_deps(workdir / first.script)]
+    # Options after the target: --configfile takes every value that follows it.
     options = "".join(f" --configfile {c}" for c in configfiles)
     keys = sorted({k for j in jobs for k in j.config_keys})
     params = _params(keys, configfiles, workdir)
     if not first.wildcards:
+        remake = first.remake or f"--force {first.outputs[0]}"
         stage = {
-            "cmd": f"snakemake --cores all --force{options} {first.outputs[0]}",
+            "cmd": f"snakemake --cores all {remake}{options}",
             "deps": [*first.inputs, *fixed],
             "params": params,
             "outs": [{o: {"persist": True}} for o in first.outputs],
@@ -233,7 +284,7 @@ def _stage(jobs: list[Job], configfiles: list[str], workdir: Path) -> dict:
         pad = (job.inputs or fixed)[-1:] * (width - len(job.inputs))
         items[key] = {**job.wildcards, "deps": job.inputs + pad}
     do = {
-        "cmd": f"snakemake --cores all --force{options} {first.patterns[0]}",
+        "cmd": f"snakemake --cores all --force {first.patterns[0]}{options}",
         "deps": [f"${{item.deps[{i}]}}" for i in range(width)] + fixed,
         "params": params,
         "outs": [{p: {"persist": True}} for p in first.patterns],
