@@ -24,6 +24,25 @@ INGEST = "results/ingest"
 REWRITE = "results/rewrite"
 DATASETS = "results/datasets"
 MODEL = "results/model"
+# The model the paper's stages start from: the foundation stage's output for the tiny backbone,
+# the configured real backbone otherwise (build_backbone copies it there).
+BASE_MODEL = f"{MODEL}/base"
+TINY = config["model"]["base"] == "tiny"
+FOUNDATION = "results/foundation"
+FOUNDATION_CFG = config["model"]["foundation"]
+FOUNDATION_POOL = {
+    **FOUNDATION_CFG["pool"],
+    "seed": (
+        FOUNDATION_CFG["pool"]["seed"]
+        if FOUNDATION_CFG["pool"]["seed"] is not None
+        else config["seed"] + 7001
+    ),
+}
+if SYNTHETIC and FOUNDATION_POOL["seed"] == config["seed"]:
+    raise WorkflowError(
+        "model.foundation.pool.seed equals seed, the synthetic cohort's: the pretraining pool "
+        "would hold the cohort's own patients; choose another seed (or null)"
+    )
 GPPO = "results/gppo"
 GPPO_CFG = config["gppo"]
 RUN = f"{GPPO}/{{run}}/seed{{seed}}"  # one variant and seed: every phase lives below it

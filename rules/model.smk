@@ -3,13 +3,17 @@
 
 rule build_backbone:
     input:
+        # The tiny tokenizer is trained on every text the model will read.
         corpus=[
             rules.coldstart_dataset.output.dataset,
             rules.alignment_dataset.output.dataset,
             rules.prompt_datasets.output.rl,
-        ],
+        ]
+        + ([rules.foundation_data.output.dataset] if TINY else []),
     output:
-        model=directory(f"{MODEL}/base"),
+        # Tiny: the random initial model, which the foundation stage pretrains into BASE_MODEL.
+        model=directory(f"{MODEL}/init" if TINY else BASE_MODEL),
+        lineage=f"{MODEL}/init.manifest.json" if TINY else f"{BASE_MODEL}.manifest.json",
     log:
         "logs/model/build_backbone.log",
     benchmark:
@@ -30,7 +34,7 @@ rule build_backbone:
 
 rule align:
     input:
-        model=rules.build_backbone.output.model,
+        model=BASE_MODEL,
         data=rules.alignment_dataset.output.dataset,
     output:
         final=directory(f"{MODEL}/align/final"),

@@ -9,13 +9,35 @@ from __future__ import annotations
 from cmr_rd.classes import CLASSES, FULL_NAMES
 
 QUERY_VERSION = "q1"
-DIAGNOSTIC_QUERY = (
-    "This is a late gadolinium enhancement (LGE) cardiac MRI short-axis slice. "
-    "Which disease does it show: " + ", ".join(f"{c} ({FULL_NAMES[c]})" for c in CLASSES) + "? "
-    "Reason step by step from the enhancement pattern to its location to the differential "
-    "diagnosis, and answer exactly as "
+SLICE_INTRO = "This is a late gadolinium enhancement (LGE) cardiac MRI short-axis slice. "
+ANSWER_FORMAT = (
+    "answer exactly as "
     "<think>reasoning</think><location>[x1,y1,x2,y2]</location><answer>NAME</answer>."
 )
+DIAGNOSTIC_QUERY = (
+    SLICE_INTRO
+    + "Which disease does it show: "
+    + ", ".join(f"{c} ({FULL_NAMES[c]})" for c in CLASSES)
+    + "? Reason step by step from the enhancement pattern to its location to the differential "
+    "diagnosis, and " + ANSWER_FORMAT
+)
+
+
+# How a general question asks for the reasoning; the diagnostic query's own wording is among
+# them, so that query is not the only one the model has never seen phrased that way.
+REASONING_ASKS = (
+    "Reason step by step from what you see to where it is, and ",
+    "Reason step by step from the image to the location to the answer, and ",
+    "Reason step by step from the enhancement pattern to its location to the answer, and ",
+)
+
+
+def general_query(question: str, options: list[str], ask: int = 0) -> str:
+    """A multiple-choice question about the slice (the foundation stage's), in the diagnostic
+    query's shape (options as `name (description)`, the same answer format), so what is learnt
+    on general questions carries over to the diagnostic one."""
+    return f"{SLICE_INTRO}{question}: {', '.join(options)}? {REASONING_ASKS[ask]}{ANSWER_FORMAT}"
+
 
 TEMPLATE_VERSION = "t1"
 REWRITE_SYSTEM = (

@@ -64,9 +64,17 @@ def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
 
 
 def train_in_run_folder(
-    cli: list[str], settings: dict, run_id: str, final: str | Path, gpus: int, log_path, log
+    cli: list[str],
+    settings: dict,
+    run_id: str,
+    final: str | Path,
+    gpus: int,
+    log_path,
+    log,
+    runs: str | Path | None = None,
 ) -> Path:
-    """Train in `runs/<run_id>/` beside the stage's final folder and publish `final/` there.
+    """Train in `<runs>/<run_id>/` (default: `runs/` beside the stage's final folder) and publish
+    the run's `final/` at `final`.
 
     The run folder keeps the checkpoints, so a preempted job's rerun (same inputs and settings,
     same fingerprint) resumes; a failed or preempted child ends the job with its exit code.
@@ -74,7 +82,7 @@ def train_in_run_folder(
     import json
     import shutil
 
-    run = Path(final).parent / "runs" / run_id
+    run = Path(runs or Path(final).parent / "runs") / run_id
     run.mkdir(parents=True, exist_ok=True)
     (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
     log.info("run folder %s", run)

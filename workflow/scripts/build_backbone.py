@@ -1,5 +1,6 @@
-"""Rule build_backbone: the tiny Gemma3 (tokenizer trained on the datasets' text), or a copy of
-the configured real backbone, saved to a path every later stage loads from."""
+"""Rule build_backbone: the tiny Gemma3 (tokenizer trained on the datasets' text; random weights,
+which the foundation stage pretrains), or a copy of the configured real backbone, saved to a path
+the next stage loads from."""
 
 import json
 import sys
@@ -38,7 +39,7 @@ def main(sm) -> None:
     params = sum(p.numel() for p in load_backbone(str(out))[0].parameters())
     log.info("backbone %s: %d parameters", settings["base"], params)
     write_manifest(
-        out.parent / "base.manifest.json",
+        sm.output.lineage,
         rule=sm.rule,
         config=sm.config,
         params={"model": settings, "seed": sm.params.seed},

@@ -23,8 +23,11 @@ def main(sm) -> None:
     )  # fmt: skip
     cli = ["-m", "cmr_rd.model.cli", "train", "--stage", sm.params.stage, "--model",
            str(sm.input.model), "--data", str(sm.input.data)]  # fmt: skip
+    # Run folders sit beside the stage's summary (results/model/<stage>/runs/), also for the
+    # foundation stage, whose final checkpoint is published as results/model/base.
     run = train_in_run_folder(cli, settings, run_id, sm.output.final,
-                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log)  # fmt: skip
+                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
+                              runs=Path(sm.output.summary).parent / "runs")  # fmt: skip
     if (run / "loss.csv").is_file():
         shutil.copy(run / "loss.csv", sm.output.loss)
     else:  # a run shorter than logging_steps logs no step

@@ -47,8 +47,8 @@ def _read_config(path: str | None) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cmr_rd.model.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train stage 1a (align) or 1b (sft)")
-    tr.add_argument("--stage", choices=["align", "sft"], required=True)
+    tr = sub.add_parser("train", help="train the foundation stage, 1a (align) or 1b (sft)")
+    tr.add_argument("--stage", choices=["foundation", "align", "sft"], required=True)
     tr.add_argument("--model", required=True, help="backbone folder or cached hub id")
     tr.add_argument("--data", required=True, help="conversational VLM JSONL")
     tr.add_argument("--out", required=True, help="stage output folder")

@@ -42,6 +42,9 @@ from cmr_rd.model.backbone import (
 )
 
 STAGE_PARTS: dict[str, tuple[str, ...]] = {
+    # The tiny backbone's language phase, on a tower pretrained just before (foundation.vision)
+    # and then frozen, as Gemma-3 was trained on its SigLIP tower.
+    "foundation": ("projector", "language"),
     "align": ("projector",),
     "sft": ("projector", "language"),
 }
@@ -71,7 +74,7 @@ class Preempted(RuntimeError):
 class TrainConfig:
     """Hyper-parameters of one training stage; `batch_size` is per device (per process)."""
 
-    stage: str  # "align" (projector only) | "sft" (projector + language; vision frozen)
+    stage: str  # "foundation" | "align" (projector) | "sft" (projector + language)
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 16

@@ -1,0 +1,150 @@
+"""General questions about the pool's images, answered in the pipeline's answer format.
+
+These make the tiny backbone a small general assistant, as instruction tuning makes Gemma-3 one:
+it learns to look at the slice (every answer depends on the image), to point at what it talks
+about (the location is the ventricle, or the enhanced region), and to answer a multiple-choice
+question with an option copied from the list. No question asks for the diagnosis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cmr_rd.format import render_target
+from cmr_rd.prompts import REASONING_ASKS, general_query
+
+Question = tuple[str, list[str], str, str, list[float]]  # text, options, answer, think, box
+
+# Options read `name (description)`, as the diagnostic query lists `HCM (hypertrophic
+# cardiomyopathy)`; the answer is the name.
+LEVELS = ["basal (near the valve plane)", "mid (papillary muscle level)", "apical (near the apex)"]
+CAVITY = ["small (under 40 mm)", "normal (40 to 59 mm)", "dilated (over 59 mm)"]
+THICKNESS = ["thin (under 7.5 mm)", "normal (7.5 to 12 mm)", "thick (over 12 mm)"]
+THICKEST = ["septum (the septal wall)", "lateral (the lateral wall)", "uniform (all walls alike)"]
+ENHANCED = ["yes (bright myocardium)", "no (dark myocardium)"]
+WALLS = ["lateral (lateral wall)", "anterior (anterior wall)", "septal (the septum)",
+         "inferior (inferior wall)", "circumferential (all round)"]  # fmt: skip
+TRABECULATED = ["yes (a non-compacted layer)", "no (a compact wall)"]
+
+
+def _level(f: dict) -> Question:
+    think = f"The slice cuts the left ventricle at the {f['level']} level."
+    return ("Which level of the left ventricle does it cut", LEVELS,
+            f["level"], think, f["lv_box"])  # fmt: skip
+
+
+def _cavity(f: dict) -> Question:
+    think = (
+        f"The left ventricular cavity measures about {f['cavity_mm']:.0f} mm across at the base, "
+        f"so it is {f['cavity']}."
+    )
+    return ("How large is the left ventricular cavity", CAVITY,
+            f["cavity"], think, f["lv_box"])  # fmt: skip
+
+
+def _thickness(f: dict) -> Question:
+    think = (
+        f"The septum measures about {f['septum_mm']:.0f} mm and the lateral wall about "
+        f"{f['lateral_mm']:.0f} mm, so the wall is {f['thickness']}."
+    )
+    return ("How thick is the left ventricular wall", THICKNESS,
+            f["thickness"], think, f["lv_box"])  # fmt: skip
+
+
+def _thickest(f: dict) -> Question:
+    think = (
+        "The septum is clearly thicker than the lateral wall."
+        if f["thickest"] == "septum"
+        else "The septum and the lateral wall have about the same thickness."
+    )
+    return ("Which wall is thickest", THICKEST,
+            f["thickest"], think, f["lv_box"])  # fmt: skip
+
+
+def _enhancement(f: dict) -> Question:
+    if f["enhancement"]:
+        where = f["enhanced_wall"]
+        think = f"Bright late enhancement is seen in the {where} myocardium."
+        if where != "circumferential":
+            think = f"Bright late enhancement is seen in the {where} wall."
+        return ("Is there late gadolinium enhancement in the myocardium", ENHANCED,
+                "yes", think, f["enhanced_box"])  # fmt: skip
+    think = "The myocardium is dark throughout, with no bright enhancement."
+    return ("Is there late gadolinium enhancement in the myocardium", ENHANCED,
+            "no", think, f["lv_box"])  # fmt: skip
+
+
+def _enhanced_wall(f: dict) -> Question | None:
+    if not f["enhancement"]:
+        return None
+    where = f["enhanced_wall"]
+    think = f"The bright myocardium lies {'all round the ventricle' if where == 'circumferential' else f'in the {where} wall'}."  # noqa: E501
+    return ("Where is the late enhancement",
+            WALLS,
+            where, think, f["enhanced_box"])  # fmt: skip
+
+
+def _trabeculation(f: dict) -> Question:
+    answer = "yes" if f["trabeculated"] else "no"
+    think = (
+        "Deep trabeculations and recesses line the endocardial border."
+        if f["trabeculated"]
+        else "The endocardial border is smooth and compact."
+    )
+    return ("Is the left ventricular wall trabeculated", TRABECULATED,
+            answer, think, f["lv_box"])  # fmt: skip
+
+
+QUESTIONS: dict[str, Callable[[dict], Question | None]] = {
+    "level": _level,
+    "cavity": _cavity,
+    "thickness": _thickness,
+    "thickest": _thickest,
+    "enhancement": _enhancement,
+    "enhanced_wall": _enhanced_wall,
+    "trabeculation": _trabeculation,
+}
+
+
+def question_records(
+    findings: list[dict], image_root: str, per_image: int, seed: int
+) -> list[dict[str, Any]]:
+    """`per_image` seeded questions per pool image, options in a seeded order, as SFT records."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for f in findings:
+        asked = [(kind, q) for kind, make in QUESTIONS.items() if (q := make(f)) is not None]
+        pick = rng.choice(len(asked), size=min(per_image, len(asked)), replace=False)
+        for index in sorted(int(i) for i in pick):
+            kind, (text, options, answer, think, box) = asked[index]
+            order = [options[int(i)] for i in rng.permutation(len(options))]
+            ask = int(rng.integers(len(REASONING_ASKS)))
+            records.append(
+                {
+                    "id": f"{f['patient']}_{f['image'].rsplit('_', 1)[-1][:-4]}_{kind}",
+                    "source": "foundation",
+                    "patient": f["patient"],
+                    "images": [f"{image_root}/{f['image']}"],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image"},
+                                {"type": "text", "text": general_query(text, order, ask)},
+                            ],
+                        },  # noqa: E501
+                        {
+                            "role": "assistant",
+                            "content": [
+                                {"type": "text", "text": render_target(think, box, answer)}
+                            ],
+                        },
+                    ],  # fmt: skip
+                    "question": kind,
+                    "answer": answer,
+                }
+            )
+    return records

@@ -1,0 +1,58 @@
+"""Rule foundation: pretrain the tiny backbone into a small general VLM, in two phases in one
+run folder (so a preempted job resumes where it stopped): the vision tower on the pool's
+findings, then projector and language model on the general questions, tower frozen."""
+
+from pathlib import Path
+
+from cmr_rd.foundation.vision import VisionConfig, pretrain_checkpoint
+from cmr_rd.jsonl import read_jsonl
+from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
+from cmr_rd.stage import fingerprint, require_intact, setup_logging, train_in_run_folder
+
+
+def main(sm) -> None:
+    log = setup_logging(sm.log[0])
+    parent = require_intact(log, sm.input.model)[str(sm.input.model)]
+    vision = {**sm.params.vision, "seed": sm.params.seed, "threads": sm.threads}
+    settings = {**sm.params.train, "seed": sm.params.seed + 1, "threads": sm.threads}
+    run_id = fingerprint(
+        {"stage": "foundation", "vision": vision, "train": settings, "model": parent["sha256"],
+         "findings": sha256_file(sm.input.findings), "data": sha256_file(sm.input.data)}
+    )  # fmt: skip
+    runs = Path(sm.output.summary).parent / "runs"
+    seen = runs / run_id / "vision"
+    if (seen / "vision_summary.json").is_file():
+        log.info("vision phase already done in %s", seen)
+    else:
+        summary = pretrain_checkpoint(
+            sm.input.model,
+            read_jsonl(sm.input.findings),
+            str(Path(sm.input.findings).parent),
+            str(seen),
+            VisionConfig(**vision),
+        )
+        log.info("vision phase: %s", summary)
+    cli = ["-m", "cmr_rd.model.cli", "train", "--stage", "foundation", "--model", str(seen),
+           "--data", str(sm.input.data)]  # fmt: skip
+    run = train_in_run_folder(cli, settings, run_id, sm.output.final,
+                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
+                              runs=runs)  # fmt: skip
+    Path(sm.output.loss).write_bytes((run / "loss.csv").read_bytes())
+    Path(sm.output.summary).write_bytes((run / "train_summary.json").read_bytes())
+    Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
+    write_manifest(
+        sm.output.lineage,
+        rule=sm.rule,
+        config=sm.config,
+        params={"vision": vision, "train": settings, "run": run_id},
+        inputs={
+            "parent_checkpoint": parent,
+            **describe_inputs([sm.input.findings, sm.input.data]),
+        },  # fmt: skip
+        outputs=[sm.output.summary, sm.output.loss, sm.output.vision],
+        extra={"final_sha256": checkpoint_digest(sm.output.final)},
+    )
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 (injected by Snakemake)
