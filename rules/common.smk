@@ -232,7 +232,7 @@ def showcase(name: str) -> str:
 
 
 REPORT_TABLES = ("table1", "table2", "table4", "table5", "paper_table1", "paper_table5")
-REPORT_FIGURES = ("confusion", "gallery", "training_curves")
+REPORT_FIGURES = ("confusion", "gallery", "training_curves", "model_inputs")
 # The showcase run's GPPO figures, copied so results/report is whole (the HTML report already
 # shows them under 4 GPPO).
 REPORT_COPIES = ("quota_shares", "posteriors", "probe_accuracy")

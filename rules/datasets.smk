@@ -62,5 +62,7 @@ rule prompt_datasets:
         "logs/datasets/prompts.log",
     conda:
         "../envs/pipeline.yaml"
+    params:
+        test_slices_per_patient=config["datasets"]["test_slices_per_patient"],
     script:
         "../workflow/scripts/prompt_datasets.py"

@@ -7,6 +7,9 @@ rule report_tables:
         metrics=report_metrics,
         paper="report/paper_reference.yaml",
         gallery=f"{EVAL}/{REPORT_CFG['showcase']}/seed{GPPO_CFG['seeds'][0]}/samples.parquet",
+        # The processor the model reads images through, for the model-input figure.
+        processor=BASE_MODEL,
+        test=rules.prompt_datasets.output.test,
         stage_losses=[rules.align.output.loss, rules.sft.output.loss],
         gppo_losses=expand(
             showcase("phase{t}/loss.csv"), t=range(1, GPPO_CFG["phases"] + 1)

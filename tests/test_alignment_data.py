@@ -458,3 +458,22 @@ def test_mix_jsonl_is_deterministic(tmp_path):
     assert not list(tmp_path.glob("**/.*.tmp"))
     write_jsonl([], tmp_path / "empty.jsonl")
     assert (tmp_path / "empty.jsonl").read_bytes() == b""
+
+
+def test_test_prompts_keep_the_most_central_slices_per_patient():
+    from cmr_rd.datasets.build import prompt_records
+
+    rows = [
+        {"image": f"images/{p}/{p}_z{r:02d}.png", "patient": p, "label": "HCM", "split": split,
+         "box": None, "slice_rank": r, "slice_position_mm": pos}
+        for p, split in (("Pa", "test"), ("Pb", "test"), ("Pc", "train"))
+        for r, pos in ((3, -10.0), (4, 0.0), (5, 10.0))
+    ]  # fmt: skip
+    rows[4]["slice_position_mm"] = 5.0  # Pb's rank 4 is off centre: its nearest are 4 then 3/5
+    manifest = pd.DataFrame(rows)
+    one = prompt_records(manifest, "test", "root", per_patient=1)
+    assert [r["id"] for r in one] == ["Pa_z04", "Pb_z04"]
+    two = prompt_records(manifest, "test", "root", per_patient=2)
+    assert [r["id"] for r in two] == ["Pa_z03", "Pa_z04", "Pb_z03", "Pb_z04"]
+    assert len(prompt_records(manifest, "test", "root")) == 6  # None: every slice
+    assert len(prompt_records(manifest, "train", "root", per_patient=1)) == 1

@@ -381,3 +381,13 @@ def test_sft_learns_the_format(tiny, tmp_path):
     again = json.loads(out.read_text())
     assert code == 0 and again["n"] == 6
     assert again["examples"] == report["examples"]  # greedy, deterministic, batch-independent
+
+
+def test_balance_classes_repeats_each_class_up_to_the_largest():
+    from cmr_rd.model.train import TrainInputError, balance_by_label
+
+    records = [{"id": i, "label": label} for i, label in enumerate("AABAAC")]
+    balanced = balance_by_label(records, "d.jsonl")
+    assert [r["id"] for r in balanced] == [0, 1, 3, 4, 2, 2, 2, 2, 5, 5, 5, 5]
+    with pytest.raises(TrainInputError, match=r"d.jsonl:2: balance_classes needs a 'label'"):
+        balance_by_label([{"label": "A"}, {"id": 1}], "d.jsonl")

@@ -15,12 +15,12 @@ def main(sm) -> None:
     manifest = pd.read_parquet(sm.input.manifest)
     root = image_root_of(sm.input.manifest)
     counts = {}
-    for split, path in (
-        ("train", sm.output.rl),
-        ("probe", sm.output.probe),
-        ("test", sm.output.test),
+    for split, path, per_patient in (
+        ("train", sm.output.rl, None),
+        ("probe", sm.output.probe, None),
+        ("test", sm.output.test, sm.params.test_slices_per_patient),
     ):
-        records = prompt_records(manifest, split, root)
+        records = prompt_records(manifest, split, root, per_patient)
         write_jsonl(records, Path(path))
         counts[split] = len(records)
     log.info("prompt records: %s", counts)
@@ -28,7 +28,7 @@ def main(sm) -> None:
         sm.output.lineage,
         rule=sm.rule,
         config=sm.config,
-        params={},
+        params={"test_slices_per_patient": sm.params.test_slices_per_patient},
         inputs=describe_inputs([sm.input.manifest]),
         outputs=[sm.output.rl, sm.output.probe, sm.output.test],
         extra={"records": counts},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cmr_rd.jsonl import read_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.report import figures, tables
 from cmr_rd.stage import setup_logging
@@ -76,6 +77,13 @@ def main(sm) -> None:
         pd.read_csv(sm.input.gppo_rewards),
         sm.output.training_curves,
     )
+    from transformers import AutoImageProcessor
+
+    figures.plot_model_inputs(
+        read_jsonl(sm.input.test),
+        AutoImageProcessor.from_pretrained(sm.input.processor),
+        sm.output.model_inputs,
+    )
     for source in sm.input.gppo_figures:  # drawn by gppo_summary; copied so results/report is whole
         shutil.copyfile(source, sm.output[Path(source).stem])
     write_manifest(
@@ -88,6 +96,7 @@ def main(sm) -> None:
                 *sm.input.metrics,
                 sm.input.paper,
                 sm.input.gallery,
+                sm.input.test,
                 *sm.input.stage_losses,
                 *sm.input.gppo_losses,
                 sm.input.gppo_rewards,

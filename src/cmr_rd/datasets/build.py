@@ -18,9 +18,24 @@ def user_turn(query: str = DIAGNOSTIC_QUERY) -> dict:
     return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}
 
 
-def prompt_records(manifest: pd.DataFrame, split: str, image_root: str) -> list[dict]:
-    """Every slice of one split, in a stable order (patient, slice)."""
-    rows = manifest[manifest["split"] == split].sort_values(["patient", "slice_rank"])
+def central_slices(rows: pd.DataFrame, per_patient: int | None) -> pd.DataFrame:
+    """Each patient's `per_patient` slices nearest the stack centre (ties to the lower rank);
+    None keeps every ingested slice."""
+    if per_patient is None:
+        return rows
+    ranked = rows.assign(_off=rows["slice_position_mm"].abs()).sort_values(
+        ["patient", "_off", "slice_rank"]
+    )
+    return ranked.groupby("patient", sort=False).head(per_patient).drop(columns="_off")
+
+
+def prompt_records(
+    manifest: pd.DataFrame, split: str, image_root: str, per_patient: int | None = None
+) -> list[dict]:
+    """The slices of one split (per patient, the `per_patient` most central; None: all), in a
+    stable order (patient, slice)."""
+    rows = central_slices(manifest[manifest["split"] == split], per_patient)
+    rows = rows.sort_values(["patient", "slice_rank"])
     return [
         {
             "id": f"{row.patient}_z{row.slice_rank:02d}",

@@ -59,18 +59,24 @@ class VisionConfig:
 
 
 class FindingsHeads(nn.Module):
-    """Linear heads on the flattened pooled token grid."""
+    """The findings read from every image token on its own, the boxes from the whole grid.
+
+    Each token must carry the slice's findings by itself, so whichever image tokens the language
+    model's attention lands on, the finding is there to read; the boxes need the layout, so their
+    head sees the flattened grid.
+    """
 
     def __init__(self, tokens: int, hidden: int):
         super().__init__()
-        width = tokens * hidden
-        self.norm = nn.LayerNorm(width)
-        self.classes = nn.ModuleDict({k: nn.Linear(width, len(v)) for k, v in CATEGORICAL.items()})
-        self.boxes = nn.Linear(width, 4 * len(BOXES))
+        self.token_norm = nn.LayerNorm(hidden)
+        self.classes = nn.ModuleDict({k: nn.Linear(hidden, len(v)) for k, v in CATEGORICAL.items()})
+        self.grid_norm = nn.LayerNorm(tokens * hidden)
+        self.boxes = nn.Linear(tokens * hidden, 4 * len(BOXES))
 
-    def forward(self, pooled: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        x = self.norm(pooled.flatten(1))
-        return {k: head(x) for k, head in self.classes.items()}, self.boxes(x)
+    def forward(self, tokens: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        per_token = self.token_norm(tokens)  # (B, T, H) -> logits (B, T, classes)
+        boxes = self.boxes(self.grid_norm(tokens.flatten(1)))
+        return {k: head(per_token) for k, head in self.classes.items()}, boxes
 
 
 def image_tokens(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -125,7 +131,12 @@ def _split(findings: list[dict], holdout: float, seed: int) -> tuple[list[int], 
 
 
 def _loss(heads_out, box_out, classes, boxes, present, box_weight: float) -> torch.Tensor:
-    loss = sum(F.cross_entropy(heads_out[k], classes[:, j]) for j, k in enumerate(CATEGORICAL))
+    loss = sum(
+        F.cross_entropy(
+            heads_out[k].flatten(0, 1), classes[:, j].repeat_interleave(heads_out[k].shape[1])
+        )
+        for j, k in enumerate(CATEGORICAL)
+    )
     box_err = F.smooth_l1_loss(box_out, boxes, reduction="none", beta=0.05) * present
     return loss + box_weight * box_err.sum() / present.sum().clamp(min=1.0)
 
@@ -136,9 +147,13 @@ def _accuracy(model, heads, pixels, classes) -> dict[str, float]:
         return {}
     outs = [heads(image_tokens(model, pixels[s : s + 256]))[0]
             for s in range(0, len(pixels), 256)]  # fmt: skip
+    # A single token's answer: the harder reading, which is the one the language model gets.
     return {
         k: round(
-            float((torch.cat([o[k] for o in outs]).argmax(1) == classes[:, j]).float().mean()), 4
+            float(
+                (torch.cat([o[k] for o in outs]).argmax(-1) == classes[:, j, None]).float().mean()
+            ),
+            4,
         )
         for j, k in enumerate(CATEGORICAL)
     }
@@ -153,17 +168,19 @@ def pretrain_tower(
     heads are initialised under the same seed.
     """
     torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
-    pixels = load_pixels(
-        processor.image_processor, [f"{image_root}/{f['image']}" for f in findings]
-    )
-    classes, boxes, present = encode_targets(findings)
+    paths = [f"{image_root}/{f['image']}" for f in findings]
+    pixels = load_pixels(processor.image_processor, paths).to(device)
+    classes, boxes, present = (t.to(device) for t in encode_targets(findings))
     train_idx, test_idx = _split(findings, cfg.holdout, cfg.seed)
     train_idx_t, test_idx_t = torch.tensor(train_idx), torch.tensor(test_idx, dtype=torch.long)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     heads = FindingsHeads(model.config.mm_tokens_per_image, model.config.text_config.hidden_size)
+    heads.to(device)
     params = [*tower.parameters(), *projector.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -174,6 +191,7 @@ def pretrain_tower(
     started = time.perf_counter()
     for _ in range(cfg.steps):
         pick = train_idx_t[torch.randint(0, len(train_idx_t), (cfg.batch_size,), generator=gen)]
+        pick = pick.to(device)
         batch = _shift(pixels[pick], cfg.shift_px, gen)
         heads_out, box_out = heads(image_tokens(model, batch))
         loss = _loss(heads_out, box_out, classes[pick], boxes[pick], present[pick], cfg.box_weight)
@@ -184,7 +202,7 @@ def pretrain_tower(
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - started
     model.eval()
-    return {
+    summary = {
         "config": asdict(cfg),
         "images": len(findings),
         "train_images": len(train_idx),
@@ -196,11 +214,15 @@ def pretrain_tower(
         "heldout_accuracy": _accuracy(model, heads, pixels[test_idx_t], classes[test_idx_t]),
         "majority_baseline": {
             k: round(
-                float(np.bincount(classes[test_idx_t, j].numpy()).max() / max(len(test_idx), 1)), 4
+                float(np.bincount(classes[test_idx_t, j].cpu().numpy()).max() / len(test_idx)), 4
             )
             for j, k in enumerate(CATEGORICAL)
-        },
+        }
+        if test_idx
+        else {},
     }
+    model.to("cpu")  # saved from the CPU, whatever trained it
+    return summary
 
 
 def pretrain_checkpoint(

@@ -96,6 +96,9 @@ class TrainConfig:
     # Ours, opt-in: also train the vision tower. The paper freezes a pretrained tower; the offline
     # tiny backbone's tower is random, and frozen random features barely vary between images.
     train_vision: bool = False
+    # Ours, opt-in: repeat each class's records until every class has as many as the largest, so
+    # a long-tailed SFT set (the cold start follows the cohort's tail) does not teach the prior.
+    balance_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGE_PARTS:
@@ -195,6 +198,19 @@ def _check_record(record: Any, where: str, need_assistant: bool) -> None:
     roles = [m.get("role") for m in record["messages"]]
     if need_assistant and "assistant" not in roles:
         raise TrainInputError(f"{where}: record has no assistant turn to train on")
+
+
+def balance_by_label(records: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Every class's records repeated in turn up to the largest class's count, in file order
+    within a class and classes in first-appearance order: deterministic, and each record is
+    seen equally often within its class."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for number, record in enumerate(records, start=1):
+        if not record.get("label"):
+            raise TrainInputError(f"{where}:{number}: balance_classes needs a 'label' per record")
+        by_label.setdefault(record["label"], []).append(record)
+    most = max(len(group) for group in by_label.values())
+    return [group[i % len(group)] for group in by_label.values() for i in range(most)]
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -490,6 +506,8 @@ def _train(
 
     hf_logging.set_verbosity_error()
     records = load_records(dataset_jsonl)
+    if cfg.balance_classes:
+        records = balance_by_label(records, str(dataset_jsonl))
     checkpoints = out_dir / "checkpoints"
     resume = latest_checkpoint(checkpoints)
     resumed_from = checkpoint_step(resume) if resume else 0

@@ -348,3 +348,41 @@ def plot_training_curves(
             ax.set_title(name, fontsize=10)
     fig.tight_layout()
     save_png(fig, out_png)
+
+
+def model_input_cases(test_records: Sequence[Mapping]) -> list[Mapping]:
+    """The first test slice of each class, in class order: what the figure shows."""
+    first: dict[str, Mapping] = {}
+    for record in test_records:
+        first.setdefault(record["label"], record)
+    return [first[c] for c in CLASSES if c in first]
+
+
+def plot_model_inputs(test_records: Sequence[Mapping], image_processor, out_png) -> None:
+    """Per class, a test slice as stored (256 px) and exactly as the backbone's image processor
+    hands it to the vision tower (resized, rescaled, normalised; shown de-normalised): what the
+    model can see of the class pattern."""
+    from cmr_rd.model.train import open_image
+
+    cases = model_input_cases(test_records)
+    columns = max(len(cases), 1)
+    fig = new_figure(2.0 * columns, 4.3)
+    axes = fig.subplots(2, columns, squeeze=False)
+    mean = np.asarray(image_processor.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(image_processor.image_std, dtype=np.float32)[:, None, None]
+    for column, record in enumerate(cases):
+        image = open_image(record["images"][0])
+        pixels = image_processor(images=[image], return_tensors="np")["pixel_values"][0]
+        seen = np.clip(pixels * std + mean, 0.0, 1.0).mean(axis=0)
+        for row, (shown, what) in enumerate(
+            ((np.asarray(image.convert("L")), "stored"), (seen, "model input"))
+        ):
+            ax = axes[row][column]
+            ax.imshow(shown, cmap="gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            size = f"{shown.shape[1]}x{shown.shape[0]}"
+            ax.set_title(f"{record['label']}: {what} {size}" if row == 0 else f"{what} {size}",
+                         fontsize=7)  # fmt: skip
+    fig.tight_layout()
+    save_png(fig, out_png)
