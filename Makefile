@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quota_sim.py
 	$(BIN)/python benchmarks/gppo_step.py
 	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/input_variants.py
 
 # ARTIFACT, not PATH: make would export a PATH override to every recipe's shell.
 ARTIFACT ?= results/report/table5.csv

@@ -83,6 +83,31 @@ def test_no_planted_phi_reaches_results(run):
     assert sum(n in source for n in needles) > 50
 
 
+def test_the_foundation_pool_shares_no_patient_report_or_image_with_the_cohort(run):
+    """The tiny backbone's pretraining pool is the generator's other patients: no pseudonym,
+    source identifier, report or image of the cohort is in it, and its classes are written
+    nowhere; the foundation model is what `none` evaluates."""
+    from cmr_rd.foundation.pool import PoolConfig, pool_jobs
+    from cmr_rd.synth.cohort import plan_patient
+
+    pool_dir = run / "results/foundation"
+    findings = [json.loads(line) for line in (pool_dir / "findings.jsonl").read_text().splitlines()]
+    params = json.loads((pool_dir / "manifest.json").read_text())["params"]["pool"]
+    assert params["seed"] == 7 + 7001  # tests/configs/tiny.yaml: seed 7, pool seed null
+    manifest = pd.read_parquet(run / "results/ingest/manifest.parquet")
+    labels = pd.read_csv(run / "data/synthetic/labels.csv")
+    assert not {f["patient"] for f in findings} & set(manifest["patient"])
+    assert not {f["sha256"] for f in findings} & set(manifest["sha256"])
+    plans = [plan_patient(job) for job in pool_jobs(PoolConfig(**params), pool_dir)]
+    assert not {p.phi.mrn for p in plans} & set(labels["patient_id"])
+    assert not {p.report for p in plans} & set(labels["report"])
+    assert all("label" not in f for f in findings)
+    questions = (pool_dir / "questions.jsonl").read_text()
+    assert "disease" not in questions.lower() and '"label"' not in questions
+    lineage = json.loads((run / "results/model/foundation/manifest.json").read_text())
+    assert lineage["final_sha256"]["path"] == "results/model/base"
+
+
 def test_rerun_is_byte_identical_and_noop_does_nothing(run):
     before = _digests(run / "results/ingest")
     result = snakemake(
