@@ -396,7 +396,8 @@ def test_audit_walks_a_report_table_back_to_the_raw_cohort(run):
         node = stack.pop()
         nodes.setdefault(node["path"], node)
         stack.extend(node.get("inputs") or [])
-    for rule in ("evaluate", "gppo_train", "sft", "ingest", "synthesize_cohort"):
+    for rule in ("evaluate", "gppo_train", "sft", "foundation", "foundation_data", "build_backbone",
+                 "ingest", "synthesize_cohort"):  # fmt: skip
         assert any(n.get("rule") == rule for n in nodes.values()), rule
     dicom = nodes["data/synthetic/dicom"]
     assert dicom["rule"] == "synthesize_cohort"

@@ -37,7 +37,10 @@ def main(sm) -> None:
     run = train_in_run_folder(cli, settings, run_id, sm.output.final,
                               int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
                               runs=runs)  # fmt: skip
-    Path(sm.output.loss).write_bytes((run / "loss.csv").read_bytes())
+    if (run / "loss.csv").is_file():
+        Path(sm.output.loss).write_bytes((run / "loss.csv").read_bytes())
+    else:  # a run shorter than logging_steps logs no step
+        Path(sm.output.loss).write_text("step,epoch,loss,learning_rate\n")
     Path(sm.output.summary).write_bytes((run / "train_summary.json").read_bytes())
     Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
     write_manifest(
