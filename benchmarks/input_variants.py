@@ -35,8 +35,9 @@ VARIANTS = [  # (name, crop_fov_mm, image_size, patch_size, mm_tokens)
 ]
 
 
-def _features(model, processor, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    pixels = load_pixels(processor.image_processor, [r["images"][0] for r in records])
+def _features(model, processor, work: Path, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    paths = [str(work / r["images"][0]) for r in records]  # dataset paths are workdir-relative
+    pixels = load_pixels(processor.image_processor, paths)
     with torch.no_grad():
         feats = torch.cat([image_tokens(model, pixels[s : s + 256]).mean(1)
                            for s in range(0, len(pixels), 256)])  # fmt: skip
@@ -63,8 +64,8 @@ def measure(work: Path, variant: tuple, steps: int) -> dict:
                              VisionConfig(steps=steps, threads=1))  # fmt: skip
     cpu = time.process_time() - started
     datasets = work / "results/datasets"
-    x_train, y_train = _features(model, processor, read_jsonl(datasets / "rl_prompts.jsonl"))
-    x_probe, y_probe = _features(model, processor, read_jsonl(datasets / "probe.jsonl"))
+    x_train, y_train = _features(model, processor, work, read_jsonl(datasets / "rl_prompts.jsonl"))
+    x_probe, y_probe = _features(model, processor, work, read_jsonl(datasets / "probe.jsonl"))
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     clf = LogisticRegression(max_iter=2000, class_weight="balanced")
     clf.fit((x_train - mean) / std, y_train)
