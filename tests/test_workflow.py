@@ -151,10 +151,19 @@ def test_rewrite_qc_and_datasets(run):
     ]
     assert len(coldstart) == len(accepted)
     assert coldstart[0]["messages"][1]["content"][0]["text"].startswith("<think>")
-    for name, split in (("rl_prompts", "train"), ("probe", "probe"), ("test", "test")):
+    manifest = pd.read_parquet(run / "results/ingest/manifest.parquet")
+    for name, split in (("rl_prompts", "train"), ("probe", "probe")):
         rows = (run / f"results/datasets/{name}.jsonl").read_text().splitlines()
-        manifest = pd.read_parquet(run / "results/ingest/manifest.parquet")
         assert len(rows) == (manifest["split"] == split).sum()
+    # datasets.test_slices_per_patient: 1 (the default): one slice per test patient, the central.
+    test = [json.loads(x) for x in (run / "results/datasets/test.jsonl").read_text().splitlines()]
+    tested = manifest[manifest["split"] == "test"].sort_values(["patient", "slice_rank"])
+    assert sorted(r["patient"] for r in test) == sorted(tested["patient"].unique())
+    nearest = tested["slice_position_mm"].abs().groupby(tested["patient"]).idxmin()  # ties: lower
+    central = tested.loc[nearest]
+    assert {r["id"] for r in test} == {
+        f"{p}_z{k:02d}" for p, k in zip(central["patient"], central["slice_rank"], strict=True)
+    }
     alignment = (run / "results/datasets/alignment.jsonl").read_text().splitlines()
     assert len(alignment) > 0 and all(json.loads(x)["source"] == "cmr" for x in alignment)
 
