@@ -98,7 +98,7 @@ def test_vision_pretraining_learns_the_findings_and_is_seeded(pool, tmp_path):
         assert any(not torch.equal(before[k], after[k]) for k in before)
     (first, weights), (second, again) = runs
     assert first["loss_last"] < 0.8 * first["loss_first"]
-    assert first["heldout_accuracy"] == second["heldout_accuracy"]
+    assert first == second  # the summary is an output: same bytes on rerun
     assert all(torch.equal(weights[k], again[k]) for k in weights)
     assert first["heldout_images"] > 0 and set(first["heldout_accuracy"]) == set(CATEGORICAL)
 
