@@ -81,7 +81,8 @@ def _enhanced_wall(f: dict) -> Question | None:
     if not f["enhancement"]:
         return None
     where = f["enhanced_wall"]
-    think = f"The bright myocardium lies {'all round the ventricle' if where == 'circumferential' else f'in the {where} wall'}."  # noqa: E501
+    place = "all round the ventricle" if where == "circumferential" else f"in the {where} wall"
+    think = f"The bright myocardium lies {place}."
     return ("Where is the late enhancement",
             WALLS,
             where, think, f["enhanced_box"])  # fmt: skip
