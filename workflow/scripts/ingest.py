@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from cmr_rd.ingest.burned_in import OcrUnavailable
 from cmr_rd.ingest.deid import MissingKeyError, load_key
 from cmr_rd.ingest.pipeline import IngestConfig, InputError, run_ingest
 from cmr_rd.ingest.split import SplitConfig
@@ -29,7 +30,7 @@ def main(sm) -> None:
             seed=sm.params.seed,
             workers=sm.threads,
         )
-    except (InputError, MissingKeyError) as exc:
+    except (InputError, MissingKeyError, OcrUnavailable) as exc:
         log.error("%s", exc)
         sys.exit(1)
     log.info(

@@ -163,6 +163,8 @@ def _record(path: str, ds) -> dict:
         "rescale_slope": _float(ds.get("RescaleSlope")),
         "rescale_intercept": _float(ds.get("RescaleIntercept")),
         "frames": _frame_geometry(ds) if sop_class == ENHANCED_MR else [],
+        # YES when the exporter says text (names, dates) is drawn into the pixels.
+        "burned_in": str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
     }
     return record
 

@@ -24,6 +24,7 @@ import pydicom
 
 from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.ingest import nifti
+from cmr_rd.ingest.burned_in import POLICIES, require_ocr, screen_burned_in
 from cmr_rd.ingest.deid import DeidKey
 from cmr_rd.ingest.index import index_files, list_files, read_header
 from cmr_rd.ingest.pixels import (
@@ -41,6 +42,7 @@ from cmr_rd.ingest.split import SplitConfig, assign_splits
 log = logging.getLogger(__name__)
 
 INGESTED, SKIPPED, QUARANTINED = "ingested", "skipped", "quarantined"
+MASKED = "masked"  # a finding only: the images were written with burned-in text blacked out
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
 
@@ -60,6 +62,7 @@ class IngestConfig:
     slice_mode: str = "central"
     slice_count: int = 3
     slice_window: tuple[float, float] = (0.25, 0.75)
+    burned_in_policy: str = "quarantine"  # or "mask": black out the text regions OCR finds
 
     @classmethod
     def from_config(cls, ingest: dict) -> IngestConfig:
@@ -75,6 +78,7 @@ class IngestConfig:
             slice_mode=slices.get("mode", "central"),
             slice_count=slices.get("count", 3),
             slice_window=tuple(slices.get("window", (0.25, 0.75))),
+            burned_in_policy=ingest.get("burned_in", {}).get("policy", "quarantine"),
         )
 
 
@@ -222,6 +226,12 @@ class PatientJob:
     ranks: list[int] = field(default_factory=list)  # position rank of each selected slice
     n_positions: int = 0
     centre_mm: float = 0.0
+    # The stack's files, quarantined whole if OCR finds burned-in text in it.
+    series_files: list[str] = field(default_factory=list)
+    # Outcomes (path, outcome, reason) that hold only if this stack is the one used.
+    if_used: list[tuple[str, str, str]] = field(default_factory=list)
+    tagged_burned_in: bool = False  # BurnedInAnnotation YES (kept only under the mask policy)
+    fallback: PatientJob | None = None  # the next-preferred stack, tried if this one is refused
 
 
 def _decode(slices: list[Slice]) -> tuple[list[np.ndarray | None], list[str | None]]:
@@ -260,7 +270,24 @@ def _decode(slices: list[Slice]) -> tuple[list[np.ndarray | None], list[str | No
 
 
 def render_patient(job: PatientJob) -> dict:
-    """Decode, normalise and resample one patient's selected slices; write PNGs."""
+    """Render the patient's preferred LGE stack; if it carries burned-in text, the next one.
+
+    Returns rows, failures, `used` (how far down the fallback chain the rows come from, None if
+    no stack was rendered) and `refused`: the stacks quarantined for burned-in text, in order.
+    """
+    refused: list[dict] = []
+    current, depth = job, 0
+    while current is not None:
+        result = _render_stack(current)
+        if result["burned_in"] is None:
+            return {**result, "used": depth, "refused": refused}
+        refused.append({"files": current.series_files, "reason": result["burned_in"]})
+        current, depth = current.fallback, depth + 1
+    return {"rows": [], "failures": [], "masked": 0, "used": None, "refused": refused}
+
+
+def _render_stack(job: PatientJob) -> dict:
+    """Decode, normalise, screen for burned-in text, resample one stack's selected slices."""
     cfg = job.cfg
     results, failures = [], []
     if job.nifti_path:
@@ -285,8 +312,13 @@ def render_patient(job: PatientJob) -> dict:
             spacing_sources.append(source)
     good = [i for i, img in enumerate(images) if img is not None]
     if not good:
-        return {"rows": [], "failures": failures}
+        return {"rows": [], "failures": failures, "burned_in": None, "masked": 0}
     normalised = normalise([images[i] for i in good], cfg.normalize_percentiles)
+    # Before anything is written: text in the pixels (names, dates) refuses or masks the stack.
+    screen = screen_burned_in(normalised, cfg.burned_in_policy, job.tagged_burned_in)
+    if screen.refused:
+        return {"rows": [], "failures": failures, "burned_in": screen.reason, "masked": 0}
+    normalised = screen.images
     folder = Path(job.out_dir) / "images" / job.pseudonym
     folder.mkdir(parents=True, exist_ok=True)
     for i, image01 in zip(good, normalised, strict=True):
@@ -322,7 +354,7 @@ def render_patient(job: PatientJob) -> dict:
                 "path": job.nifti_path or job.slices[i].path,
             }
         )
-    return {"rows": results, "failures": failures}
+    return {"rows": results, "failures": failures, "burned_in": None, "masked": screen.masked}
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -374,54 +406,82 @@ def _dicom_jobs(
                 outcomes.file(path, QUARANTINED, "LGE stack without PatientID")
         else:
             candidates[pid].append(verdict)
+    tagged = {rec["path"] for rec in records if rec.get("burned_in") == "YES"}
     jobs = []
     for pid in sorted(candidates):
-        chosen = choose_stack(candidates[pid], cfg.prefer)
-        for other in candidates[pid]:
-            if other is not chosen:
-                reason = f"alternative LGE stack ({other.kind}) not chosen; {chosen.kind} used"
-                for path in other.files:
-                    outcomes.file(path, SKIPPED, reason)
+        stacks = candidates[pid]
+        if cfg.burned_in_policy == "quarantine":
+            for v in stacks:
+                if tagged.intersection(v.files):
+                    for path in v.files:
+                        outcomes.file(path, QUARANTINED, BURNED_IN_TAG)
+            stacks = [v for v in stacks if not tagged.intersection(v.files)]
+            if not stacks:
+                outcomes.finding("patient", pid, QUARANTINED, "every LGE stack " + BURNED_IN_TAG)
+                continue
         label = labels.get(pid)
         if label is None:
+            chosen = choose_stack(stacks, cfg.prefer)
             for path in chosen.files:
                 outcomes.file(path, QUARANTINED, "no usable label row for this patient")
+            for other in stacks:
+                reason = f"alternative LGE stack ({other.kind}) not chosen; {chosen.kind} used"
+                for path in other.files if other is not chosen else ():
+                    outcomes.file(path, SKIPPED, reason)
             outcomes.finding("patient", pid, QUARANTINED, "LGE stack found but no usable label")
             continue
-        kept, duplicates = _distinct_positions(chosen.slices)
-        for s in duplicates:
-            outcomes.file(s.path, SKIPPED, "duplicate slice position in the LGE stack")
-        selected = select_positions(len(kept), cfg)
-        for rank, s in enumerate(kept):
-            if rank not in selected:
-                outcomes.file(s.path, SKIPPED, f"slice outside the selection ({cfg.slice_mode})")
-        chosen_slices = [kept[r] for r in selected]
-        job_boxes = {}
-        for rank in selected:
-            s = kept[rank]
-            box = boxes.get(("sop", s.sop_instance_uid, s.frame))
-            if box is None and s.frame is None:
-                box = boxes.get(("sop", s.sop_instance_uid, None))
-            if box is not None:
-                job_boxes[rank] = box
-        locations = [s.location_mm for s in kept]
-        jobs.append(
-            PatientJob(
-                patient_id=pid,
-                pseudonym=key.pseudonym(pid),
-                label=label,
-                source_kind="dicom-enhanced" if chosen.enhanced else "dicom",
-                lge_kind=chosen.kind,
-                out_dir=str(out_dir),
-                cfg=cfg,
-                slices=chosen_slices,
-                boxes=job_boxes,
-                ranks=list(selected),
-                n_positions=len(kept),
-                centre_mm=float(np.mean(locations)),
-            )
-        )
+        ordered = []  # preferred first; the rest are fallbacks if burned-in text refuses it
+        while stacks:
+            ordered.append(choose_stack(stacks, cfg.prefer))
+            stacks = [v for v in stacks if v is not ordered[-1]]
+        job = None
+        for i in reversed(range(len(ordered))):
+            fallback, others = job, ordered[:i] + ordered[i + 1 :]
+            job = _stack_job(pid, label, ordered[i], others, tagged, boxes, key, cfg, out_dir)
+            job.fallback = fallback
+        jobs.append(job)
     return jobs, patients_seen | set(candidates)
+
+
+BURNED_IN_TAG = "tagged BurnedInAnnotation YES (text burned into the pixels)"
+
+
+def _stack_job(pid, label, chosen, others, tagged, boxes, key, cfg, out_dir) -> PatientJob:
+    """The render job for one LGE stack; the skips it implies apply only if it is used."""
+    if_used = []
+    for other in others:
+        reason = f"alternative LGE stack ({other.kind}) not chosen; {chosen.kind} used"
+        if_used += [(path, SKIPPED, reason) for path in other.files]
+    kept, duplicates = _distinct_positions(chosen.slices)
+    if_used += [(s.path, SKIPPED, "duplicate slice position in the LGE stack") for s in duplicates]
+    selected = select_positions(len(kept), cfg)
+    reason = f"slice outside the selection ({cfg.slice_mode})"
+    if_used += [(s.path, SKIPPED, reason) for rank, s in enumerate(kept) if rank not in selected]
+    job_boxes = {}
+    for rank in selected:
+        s = kept[rank]
+        box = boxes.get(("sop", s.sop_instance_uid, s.frame))
+        if box is None and s.frame is None:
+            box = boxes.get(("sop", s.sop_instance_uid, None))
+        if box is not None:
+            job_boxes[rank] = box
+    return PatientJob(
+        patient_id=pid,
+        pseudonym=key.pseudonym(pid),
+        label=label,
+        source_kind="dicom-enhanced" if chosen.enhanced else "dicom",
+        lge_kind=chosen.kind,
+        out_dir=str(out_dir),
+        cfg=cfg,
+        slices=[kept[r] for r in selected],
+        boxes=job_boxes,
+        ranks=list(selected),
+        n_positions=len(kept),
+        centre_mm=float(np.mean([s.location_mm for s in kept])),
+        series_files=list(chosen.files),
+        if_used=if_used,
+        tagged_burned_in=bool(tagged.intersection(chosen.files)),
+    )
 
 
 def _nifti_jobs(
@@ -474,6 +534,7 @@ def _nifti_jobs(
                 cfg=cfg,
                 nifti_path=str(path),
                 nifti_indices=indices,
+                series_files=[str(path)],
                 boxes=job_boxes,
                 ranks=list(selected),
                 n_positions=len(order),
@@ -505,6 +566,11 @@ def run_ingest(
     """
     clock = time.perf_counter()
     timings = {} if timings is None else timings
+    if cfg.burned_in_policy not in POLICIES:
+        raise InputError(
+            f"ingest.burned_in.policy: {cfg.burned_in_policy!r} is not one of {POLICIES}"
+        )
+    require_ocr()
     out_dir, private_dir = Path(out_dir), Path(private_dir)
     if (out_dir / "images").exists():
         shutil.rmtree(out_dir / "images")  # stale images of a previous run must not linger
@@ -530,12 +596,27 @@ def run_ingest(
     timings["render"] = time.perf_counter() - clock - timings["index"]
     rows = []
     for job, result in zip(jobs, rendered, strict=True):
+        for refused in result["refused"]:
+            for path in refused["files"]:
+                outcomes.file(path, QUARANTINED, refused["reason"])
         for failure in result["failures"]:
             outcomes.file(failure["path"], QUARANTINED, failure["reason"])
         for row in result["rows"]:
             outcomes.file(row["path"], INGESTED, "")
             rows.append(row)
-        if not result["rows"]:
+        used = job
+        for _ in range(result["used"] or 0):
+            used = used.fallback
+        if result["used"] is not None:
+            for path, outcome, reason in used.if_used:
+                outcomes.file(path, outcome, reason)
+        if result["masked"]:
+            outcomes.finding("patient", job.patient_id, MASKED, "burned-in text masked")
+        if result["used"] is None:
+            outcomes.finding(
+                "patient", job.patient_id, QUARANTINED, "burned-in text in every LGE stack"
+            )
+        elif not result["rows"]:
             outcomes.finding("patient", job.patient_id, QUARANTINED, "no slice could be decoded")
 
     ingested_patients = {row["patient"] for row in rows}

@@ -17,7 +17,8 @@ Outputs under out_dir:
   image's pixel coordinates: x = column, y = row for DICOM (`frame` is 1-based for multi-frame
   files). For NIfTI, `slice_index` is the 0-based index along the array's slice axis; after
   removing that axis, y indexes the first remaining array axis and x the second.
-- `phi_strings.json`: every PHI string planted anywhere (ground truth for leak tests).
+- `phi_strings.json`: every PHI string planted anywhere (ground truth for leak tests), and under
+  `burned_in` the overlays stamped into PSIR stacks' pixels (patient, tagged or not, lines).
 - `cohort.json`: seed, config, counts; no PHI.
 """
 
@@ -49,6 +50,7 @@ from cmr_rd.synth.dicom_series import (
     draw_geometry,
     write_series,
 )
+from cmr_rd.synth.overlay import font_size, overlay_lines, stamp
 from cmr_rd.synth.report import Phi, label_text, make_phi, write_report
 
 BOX_COLUMNS = (
@@ -89,6 +91,7 @@ class SynthConfig:
     monochrome1_share: float = 0.05
     lax_share: float = 0.3
     cine_phases: int = 2
+    burned_in_share: float = 0.0
 
     def validate(self) -> None:
         if self.lge_slices < 5:
@@ -105,6 +108,7 @@ class SynthConfig:
             "compressed_share",
             "monochrome1_share",
             "lax_share",
+            "burned_in_share",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -130,6 +134,8 @@ class Delivery:
     nifti_kind: str = ""  # psir | magnitude
     nifti_layout: int = 0
     nifti_flip: bool = False
+    # Text stamped into the PSIR stack: "" | "tagged" (BurnedInAnnotation YES) | "untagged" (NO)
+    burned_in: str = ""
 
 
 def plan_deliveries(cfg: SynthConfig, n: int, seed: int) -> list[Delivery]:
@@ -147,6 +153,9 @@ def plan_deliveries(cfg: SynthConfig, n: int, seed: int) -> list[Delivery]:
     enhanced, compressed = set(pick(cfg.enhanced_share)), pick(cfg.compressed_share)
     mono, lax = set(pick(cfg.monochrome1_share)), set(pick(cfg.lax_share))
     codec = {i: ("rle", "j2k")[rank % 2] for rank, i in enumerate(compressed)}
+    # Drawn last, so that adding burned-in text leaves every earlier draw of the cohort as it was.
+    burned_ranks = enumerate(pick(cfg.burned_in_share))
+    burned = {i: ("tagged", "untagged")[rank % 2] for rank, i in burned_ranks}
     out: list[Delivery] = []
     nifti_rank = {i: rank for rank, i in enumerate(nifti)}
     for i in range(n):
@@ -167,6 +176,7 @@ def plan_deliveries(cfg: SynthConfig, n: int, seed: int) -> list[Delivery]:
                     compression=codec.get(i, ""),
                     monochrome1=i in mono,
                     lax=i in lax,
+                    burned_in=burned.get(i, ""),
                 )
             )
     return out
@@ -223,6 +233,7 @@ class PatientResult:
     boxes: list[tuple[object, ...]] = field(default_factory=list)
     files: int = 0
     delivery: Delivery = field(default_factory=Delivery)
+    burned_in: dict | None = None  # the overlay planted in the pixels, if any
 
 
 def _instance_order(rng: np.random.Generator, n: int) -> tuple[int, ...]:
@@ -570,10 +581,18 @@ def _dicom_series(plan: PatientPlan, stack: LgeStack, rng: np.random.Generator) 
         "ContrastBolusAgent": "Gadobutrol",
     }
     enhanced = plan.job.delivery.enhanced
+    burned_in = plan.job.delivery.burned_in
+    psir_images = stack.psir
+    if burned_in:
+        lines, size = overlay_lines(plan.phi, plan.job.index), font_size(g.rows)
+        psir_images = [stamp(real, lines, size) for real in stack.psir]
     for key, kind, desc, images, coding, ctype, itype, minutes in (
-        ("lge_psir", "psir", psir_desc, stack.psir, vendor.psir, "REAL", "R", 30.0),
+        ("lge_psir", "psir", psir_desc, psir_images, vendor.psir, "REAL", "R", 30.0),
         ("lge_magnitude", "magnitude", mag_desc, stack.magnitude, mag, "MAGNITUDE", "M", 30.0),
     ):
+        attrs = dict(lge_attrs)
+        if key == "lge_psir" and burned_in == "tagged":
+            attrs["BurnedInAnnotation"] = "YES"
         specs.append(
             SeriesSpec(
                 key,
@@ -590,7 +609,7 @@ def _dicom_series(plan: PatientPlan, stack: LgeStack, rng: np.random.Generator) 
                 enhanced=enhanced,
                 minutes=minutes,
                 spacing_between=10.0,
-                attrs=dict(lge_attrs),
+                attrs=attrs,
                 comments=plan.lge_comment,
             )
         )
@@ -698,6 +717,15 @@ def build_patient(job: PatientJob) -> PatientResult:
         plan.phi.strings(),
         delivery=job.delivery,
     )
+    if job.delivery.burned_in:
+        lines = overlay_lines(plan.phi, job.index)
+        result.phi = sorted({*result.phi, *lines})
+        result.burned_in = {
+            "patient_id": plan.phi.mrn,
+            "series": "lge_psir",
+            "tagged": job.delivery.burned_in == "tagged",
+            "lines": lines,
+        }
     if job.delivery.nifti:
         result.boxes = _write_nifti(plan, stack, out_dir / "nifti" / f"{plan.phi.mrn}.nii.gz")
         result.files = 1
@@ -779,8 +807,9 @@ def generate_cohort(cfg: SynthConfig, out_dir: Path, seed: int, workers: int = 1
             for row in r.boxes:
                 w.writerow([_fmt(v) for v in row])
     phi = sorted({s for r in results for s in r.phi})
+    burned_in = [r.burned_in for r in results if r.burned_in]
     (out_dir / "phi_strings.json").write_text(
-        json.dumps({"strings": phi}, indent=1) + "\n", encoding="utf-8"
+        json.dumps({"strings": phi, "burned_in": burned_in}, indent=1) + "\n", encoding="utf-8"
     )
     dl = [r.delivery for r in results]
     summary = {
@@ -796,6 +825,8 @@ def generate_cohort(cfg: SynthConfig, out_dir: Path, seed: int, workers: int = 1
             "compressed_j2k": sum(d.compression == "j2k" for d in dl),
             "monochrome1": sum(d.monochrome1 for d in dl),
             "lax": sum(d.lax for d in dl),
+            "burned_in_tagged": sum(d.burned_in == "tagged" for d in dl),
+            "burned_in_untagged": sum(d.burned_in == "untagged" for d in dl),
         },
         "files_written": {
             "dicom": sum(r.files for r in results if not r.delivery.nifti),
