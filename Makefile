@@ -21,12 +21,13 @@ help:
 	@echo "make restore    - after rm -rf results or a fresh clone: DVC checkout/pull + snakemake --touch"
 	@echo "(make demo ends with the tables in results/report/ and results/report/report.html)"
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
-	$(BIN)/python -c "import cmr_rd, torch, snakemake, pydicom" 
+	$(BIN)/python -c "import cmr_rd, torch, snakemake, pydicom, rapidocr_onnxruntime, philter_lite" 
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -64,6 +65,7 @@ restore: $(STAMP)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \
+		| grep -v -i -x -F -f <(grep -v '^#' requirements-nodeps.txt) \
 		| sed '1i # Full resolved set (pip freeze of requirements.txt). Regenerate with `make lock`.' > requirements.lock
 
 clean-results:

@@ -1,17 +1,16 @@
 """Burned-in text: find names, IDs and dates drawn into the pixels before any PNG is written.
 
-The `BurnedInAnnotation` tag is often missing or wrong, so ingestion also looks: an OCR pass
-(RapidOCR's ONNX text detector and recogniser, which ship inside the `rapidocr-onnxruntime`
-wheel and run offline) over every slice it is about to write. A line of three or more letters
-or digits refuses the stack, or under the `mask` policy is blacked out and looked for again.
-Nothing of the recognised text is returned or logged: only that, and how much, was found.
+The `BurnedInAnnotation` tag is often missing or wrong, so ingestion also looks: RapidOCR's
+text detector (a PP-OCRv4 ONNX model inside the `rapidocr-onnxruntime` wheel; nothing is
+downloaded) runs over the full field of view of every slice about to be written. A detected
+region shaped like a line of text refuses the stack, or under the `mask` policy is blacked
+out and looked for again. Only detection runs: nothing is read, so no text can reach a log.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -21,8 +20,11 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("quarantine", "mask")
 BURNED_IN_TEXT = "burned-in text"
-MIN_CHARS = 3  # the LV ring alone can read as "O" or "0": a text line has several characters
-DET_SIDE = 384  # the detector's input short side; small matrices are upscaled to it
+BURNED_IN_TAG = "tagged BurnedInAnnotation YES (text burned into the pixels)"
+# The detector boxes the LV ring on every short-axis slice: a text line is short and wide.
+MAX_LINE_HEIGHT = 0.2  # of the short side: a 10-px font is 13% of a 76-column matrix
+MIN_LINE_ASPECT = 1.5  # width over height
+DET_SIDE = 512  # the detector's input short side (measured: 98% of lines found, 2x faster than 736)
 MASK_MARGIN = 2  # pixels added around a detected line before it is blacked out
 
 
@@ -41,16 +43,17 @@ class Screen:
 @cache
 def _engine():
     """One engine per process, single-threaded (ingestion parallelises over patients)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # onnxruntime phones home otherwise
     try:
         import cv2
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:
         raise OcrUnavailable(
-            "the burned-in-text check needs rapidocr-onnxruntime (in requirements.txt); "
-            f"it could not be imported ({exc}). Run `make .venv/.installed` to install it."
+            "the burned-in-text check needs rapidocr-onnxruntime and opencv-python-headless "
+            f"(requirements-nodeps.txt, requirements.txt); they could not be imported ({exc}). "
+            "`make .venv/.installed` installs them."
         ) from exc
     cv2.setNumThreads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     return RapidOCR(
         intra_op_num_threads=1,
         inter_op_num_threads=1,
@@ -66,21 +69,20 @@ def require_ocr() -> None:
     _engine()
 
 
-def _is_text_line(box, text: str, shape: tuple[int, ...]) -> bool:
+def _is_text_line(box, shape: tuple[int, ...]) -> bool:
     points = np.asarray(box, dtype=np.float32)
-    width = float(points[:, 0].max() - points[:, 0].min())
-    height = float(points[:, 1].max() - points[:, 1].min())
-    chars = len(re.sub(r"[^0-9A-Za-z]", "", text))
-    return chars >= MIN_CHARS and height <= 0.2 * min(shape) and width >= 1.2 * height
+    width = float(np.ptp(points[:, 0]))
+    height = float(np.ptp(points[:, 1]))
+    return height <= MAX_LINE_HEIGHT * min(shape) and width >= MIN_LINE_ASPECT * height
 
 
 def text_lines(image01: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Boxes (x1, y1, x2, y2, pixel edges) of the text lines OCR reads in a [0, 1] slice."""
+    """Boxes (x1, y1, x2, y2, pixel edges) of the text lines detected in a [0, 1] slice."""
     gray = np.ascontiguousarray(np.clip(image01 * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    found, _ = _engine()(gray, use_det=True, use_cls=False, use_rec=True)
+    found, _ = _engine()(gray, use_det=True, use_cls=False, use_rec=False)
     boxes = []
-    for box, text, _score in found or ():
-        if _is_text_line(box, text, gray.shape):
+    for box in found if found is not None else ():
+        if _is_text_line(box, gray.shape):
             points = np.asarray(box, dtype=np.float32)
             x1, y1 = np.floor(points.min(axis=0)).astype(int)
             x2, y2 = np.ceil(points.max(axis=0)).astype(int)

@@ -24,7 +24,7 @@ import pydicom
 
 from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.ingest import nifti
-from cmr_rd.ingest.burned_in import POLICIES, require_ocr, screen_burned_in
+from cmr_rd.ingest.burned_in import BURNED_IN_TAG, POLICIES, require_ocr, screen_burned_in
 from cmr_rd.ingest.deid import DeidKey
 from cmr_rd.ingest.index import index_files, list_files, read_header
 from cmr_rd.ingest.pixels import (
@@ -441,9 +441,6 @@ def _dicom_jobs(
             job.fallback = fallback
         jobs.append(job)
     return jobs, patients_seen | set(candidates)
-
-
-BURNED_IN_TAG = "tagged BurnedInAnnotation YES (text burned into the pixels)"
 
 
 def _stack_job(pid, label, chosen, others, tagged, boxes, key, cfg, out_dir) -> PatientJob:

@@ -1,17 +1,16 @@
-"""PHI gate for free-text reports: scrub identifiers before any text leaves the site.
+"""PHI gate for free-text reports: three layers before any text leaves the site.
 
-Two passes, deliberately separate. `scrub` rewrites the text with typed placeholders using
-generic rules for hospital reports (labelled header fields, date and identifier formats,
-"Dr. Name", DICOM person names, institution lines, addresses, phone numbers, e-mails) plus the
-identifiers the caller already knows for this patient. `find_phi` is the second opinion run on
-the scrubbed text: it searches for anything that still looks like PHI (ignoring the
-placeholders) and also checks the known identifiers in normalised form (e.g. an MRN re-typed
-with spaces), so a gap in `scrub` shows up as a refusal rather than a leak. It reports only
-categories, never the matched text, because its output goes to logs.
+1. `scrub` rewrites the text with typed placeholders, using generic rules for hospital reports
+   (labelled header fields, date and identifier formats, "Dr. Name", DICOM person names,
+   institution lines, addresses, phone numbers, e-mails) plus the identifiers the caller
+   already knows for this patient.
+2. `phi_detector` (UCSF's philter) reads the scrubbed text again. It shares no code and no
+   pattern with `scrub`, so the two layers do not share their blind spots.
+3. `known_identifiers` looks for this patient's known identifiers, exactly and as numbers
+   re-typed with separators.
 
-The rules are generic, not tuned to one report generator: names written in free prose without
-a label, title or DICOM form cannot be recognised without a name list, which is why the caller
-passes the known identifiers from the DICOM headers and the label sheet.
+`find_phi` runs layers 2 and 3; a request is refused when either flags it. Only the layer and
+the category are reported, never the matched text, because the result goes to logs.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+
+from cmr_rd.rewrite import phi_detector
 
 PLACEHOLDERS = (
     "[NAME]",
@@ -432,22 +433,6 @@ def _scrub_value(kind: str, value: str) -> str:
     return ph if re.search(r"[A-Za-z0-9]", value) else value  # address, institution
 
 
-def _value_leaks(kind: str, value: str) -> bool:
-    """Detector for a labelled value already scrubbed: does PHI of its kind remain?"""
-    if kind == "name":
-        return bool(_name_spans(value.partition("(")[0], capitalised_only=True))
-    if kind == "physician":
-        return bool(_name_spans(value, capitalised_only=True))
-    if kind == "signed":
-        return bool(_name_spans(value, True)) or any(rx.search(value) for rx in _DATE_RES)
-    if kind == "date":
-        head = value.partition("(")[0]
-        return bool(re.search(r"\d", head) or _MONTH_WORD_RE.search(head))
-    if kind in ("mrn", "id", "contact"):
-        return bool(re.search(r"[\d@]", value))
-    return bool(re.search(r"[A-Za-z0-9]", value))
-
-
 def _scrub_labels(text: str) -> str:
     out, pos = [], 0
     for kind, start, end in _label_fields(text):
@@ -571,23 +556,28 @@ def scrub(text: str, known: Iterable[str] = ()) -> str:
     return _MERGE_RE.sub(r"\1", out)
 
 
-def find_phi(text: str, known: Iterable[str] = ()) -> list[str]:
-    """Second, independent check: categories of PHI still present (e.g. ['date', 'known
-    identifier']); [] when clean. Never returns the matched text itself (it goes to logs)."""
+def known_identifiers(text: str, known: Iterable[str] = ()) -> bool:
+    """The third layer, exact: does a known identifier of this patient (MRN, names from the
+    DICOM headers and label sheet) survive, verbatim or as a number re-typed with spaces,
+    dots or dashes inside it? Placeholders are masked first."""
     known = [str(k) for k in known if k is not None]
     masked = _PH_RE.sub(_MASK, text)
-    found: set[str] = set()
-    for kind, start, end in _label_fields(masked):
-        if start < end and _value_leaks(kind, masked[start:end]):
-            found.add("physician" if kind == "signed" else kind)
-    for category, _, patterns in _GENERIC:
-        if any(rx.search(masked) for rx in patterns):
-            found.add(category)
     rx = _known_regex(_known_terms(known))
     if rx is not None and rx.search(masked):
-        found.add("known identifier")
-    # Normalised check: a known number re-typed with spaces, dots or dashes inside it.
+        return True
     digits = re.sub(r"(?<=\d)[\s.\-/]+(?=\d)", "", masked)
-    if any(re.search(rf"(?<!\d){c}(?!\d)", digits) for c in _digit_cores(known)):
-        found.add("known identifier")
-    return sorted(found)
+    return any(re.search(rf"(?<!\d){c}(?!\d)", digits) for c in _digit_cores(known))
+
+
+DETECTOR, KNOWN_LIST = "detector", "known list"
+
+
+def find_phi(text: str, known: Iterable[str] = ()) -> list[str]:
+    """The gate's check on text that is about to leave: '<layer>: <category>' for every layer
+    that still sees PHI ([] when clean). The layers are the independent detector
+    (`phi_detector`, philter) and the exact known-identifier list; the scrubber that ran
+    before is the first layer. Never returns the matched text (it goes to logs)."""
+    found = [f"{DETECTOR}: {category}" for category in phi_detector.categories(text)]
+    if known_identifiers(text, known):
+        found.append(f"{KNOWN_LIST}: known identifier")
+    return found
