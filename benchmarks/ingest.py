@@ -5,7 +5,9 @@
    resize to 256;
 3. bare dcmread + pixel_array over the same files, the floor any pipeline pays;
 4. `snakemake -n` on a local-source config whose DICOM tree holds 14,000 files, to show the
-   DAG is per stage, not per image.
+   DAG is per stage, not per image;
+5. the burned-in-text check: our ingestion (1 process) again with the OCR pass switched off,
+   and the OCR detector timed alone on one full-field slice per LGE series.
 
 Writes results/benchmarks/ingest.json and ingest.md and prints the table.
 """
@@ -75,6 +77,37 @@ def bare(files: list[str]) -> int:
     return slices
 
 
+def without_ocr(run):
+    """Run `run` with the burned-in-text screen replaced by a pass-through (1 process only)."""
+    from cmr_rd.ingest import pipeline
+    from cmr_rd.ingest.burned_in import Screen
+
+    original = pipeline.screen_burned_in
+    pipeline.screen_burned_in = lambda images, policy, tagged: Screen(images, False, None, 0)
+    try:
+        return run()
+    finally:
+        pipeline.screen_burned_in = original
+
+
+def ocr_per_series(files: list[str]) -> list[float]:
+    """Seconds of the OCR detector on one full-field slice of each series (as ingestion sees it)."""
+    from cmr_rd.ingest.burned_in import text_lines
+    from cmr_rd.ingest.pixels import normalise
+
+    first_of_series: dict[str, str] = {}
+    for path in files:
+        first_of_series.setdefault(str(Path(path).parent), path)
+    seconds = []
+    for path in first_of_series.values():
+        pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
+        (image01,) = normalise([pixels.reshape(-1, *pixels.shape[-2:])[0]], (0.5, 99.5))
+        start = time.perf_counter()
+        text_lines(image01)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def dry_run_14k(work: Path, n_files: int = 14000) -> dict:
     copy_workflow(work)
     tree = work / "data/site/dicom"
@@ -114,6 +147,8 @@ def main() -> None:
         assert s1["images"] == sn["images"]
         outcomes = pd.read_csv(tmp / "one/private/file_outcomes.csv")
         files = sorted(outcomes.loc[outcomes["outcome"] == "ingested", "path"])
+        t_plain, _ = timed(lambda: without_ocr(lambda: ingest_once(tmp / "cohort", tmp / "p", 1)))
+        ocr_seconds = ocr_per_series(files)
         t_naive, naive_slices = timed(lambda: naive(files))
         t_bare, bare_slices = timed(lambda: bare(files))
         assert naive_slices == bare_slices == s1["images"]
@@ -131,6 +166,14 @@ def main() -> None:
             "bare_decode_1_process": round(slices / t_bare, 1),
         },
         "ours_1_process_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "burned_in_check": {
+            "series": len(ocr_seconds),
+            "ocr_ms_per_series_median": round(1000 * float(np.median(ocr_seconds)), 1),
+            "ocr_ms_per_series_p95": round(1000 * float(np.percentile(ocr_seconds, 95)), 1),
+            "ingest_ms_per_slice_with_ocr": round(1000 * t1 / slices, 2),
+            "ingest_ms_per_slice_without_ocr": round(1000 * t_plain / slices, 2),
+            "ocr_share_of_ingest_time": round(1 - t_plain / t1, 3),
+        },
         "ratios": {
             "parallel_speedup": round(t1 / tn, 2),
             "ours_parallel_vs_naive": round(t_naive / tn, 2),
@@ -152,6 +195,7 @@ def main() -> None:
     (args.out / "ingest.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [(k, v) for k, v in report["slices_per_s"].items()]
     rows += [(k, v) for k, v in report["ratios"].items()]
+    rows += [(f"burned-in check: {k}", v) for k, v in report["burned_in_check"].items()]
     rows += [
         ("snakemake -n, 14,000-file tree (s)", dry["seconds"]),
         ("jobs in that DAG", dry["jobs"]),

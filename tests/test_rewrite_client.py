@@ -180,13 +180,18 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
         "CLEAN": [],
     }
 
+    # The marker goes into the prompt as a plain lower-case word: "T429" itself reads as an ID
+    # to the PHI detector, and the gate would rightly refuse it.
+    words = {m: m.lower().translate(str.maketrans("0123456789", "abcdefghij")) for m in plan}
+    marker_of = {w: m for m, w in words.items()}
+
     def fault_for(body: dict[str, Any]) -> str | None:
-        marker = prompt_of(body)[1].split()[-1]
+        marker = marker_of.get(prompt_of(body)[1].split()[-1])
         return plan[marker].pop(0) if plan.get(marker) else None
 
     server.fault_for = fault_for
     server.slow_s = 2.0
-    reqs = [Request(m, SYSTEM, f"Normal study. {m}") for m in plan]
+    reqs = [Request(m, SYSTEM, f"Normal study. {words[m]}") for m in plan]
     reqs.insert(3, Request("PHI", SYSTEM, "Patient: Hescyra Umbrwick  DOB: 2003-06-21. CLEAN"))
     cfg = config(server, timeout_s=0.5, max_retries=2, malformed_retries=2, max_concurrency=4)
     ledger = tmp_path / "ledger.csv"
@@ -210,7 +215,7 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
     assert "Umbrwick" not in got["PHI"].reason
 
     def seen(marker: str) -> int:
-        return sum(prompt_of(r["body"])[1].endswith(marker) for r in server.requests)
+        return sum(prompt_of(r["body"])[1].endswith(words[marker]) for r in server.requests)
 
     assert len(server.requests) > len(reqs)  # the client retried
     assert seen("T429") == 2 and seen("T503") == 3 and seen("TSLOW") == 2
@@ -267,7 +272,7 @@ def test_prompt_with_phi_is_refused_and_never_sent(
     ]
     results = run_requests(reqs, config(server), tmp_path / "c", tmp_path / "l.csv", validate)
     assert [r.status for r in results] == ["refused", "refused"]
-    assert results[1].reason == "PHI detected after scrubbing: known identifier"
+    assert results[1].reason == "PHI detected after scrubbing: known list: known identifier"
     assert all(r.attempts == 0 and r.reply is None for r in results)
     assert server.requests == []
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.json"))

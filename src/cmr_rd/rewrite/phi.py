@@ -353,6 +353,13 @@ _TITLED_NAME_RE = re.compile(
     rf"\b{_TITLE}\.?[ \t]+(?:[A-Z]\.[ \t]*)*[A-Z][A-Za-z'\-]+(?:[ \t]+[A-Z][A-Za-z'\-]+){{0,2}}"
 )
 _DICOM_PN_RE = re.compile(r"(?<![\w^])[A-Za-z][A-Za-z'\-]*(?:\^[A-Za-z'\-.]*){1,4}")
+# "Electronically signed by Anna J. Berg, MD" with no colon, which the label rules need.
+_SIGNED_BY_RE = re.compile(
+    r"(\b(?i:signed|dictated|reported|verified|approved|transcribed|reviewed|authori[sz]ed)"
+    r"[ \t]+(?i:by):?[ \t]+)"
+    rf"(?:{_HONORIFIC}\.?[ \t]+)?(?:[A-Z]\.[ \t]*)*(?:{_PARTICLE}[ \t]+)*[A-Z][A-Za-z'\-]+"
+    r"(?:[ \t]+(?:[A-Z]\.|[A-Z][A-Za-z'\-]+)){0,3}"
+)
 
 # Generic rules in the order scrub applies them: specific shapes before broad ones.
 _GENERIC: tuple[tuple[str, str, tuple[re.Pattern[str], ...]], ...] = (
@@ -546,6 +553,7 @@ def scrub(text: str, known: Iterable[str] = ()) -> str:
     """Replace PHI with placeholders. Clinical content (measurements like '20 mm', 'LVEF 66%',
     'T1 1065 ms', '0.1 mmol/kg', segment names, '1.5 T') must survive."""
     out = _scrub_labels(text)
+    out = _SIGNED_BY_RE.sub(lambda m: m.group(1) + "[PHYSICIAN]", out)
     # Titled and DICOM-form names first, so a known surname inside "Dr. X Y" goes as one unit.
     for _, ph, pats in _GENERIC[:3]:
         out = _apply(out, ph, pats)
