@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gppo_step.py
 	$(BIN)/python benchmarks/eval_throughput.py
 	$(BIN)/python benchmarks/input_variants.py
+	$(BIN)/python benchmarks/phi_recall.py
 
 # ARTIFACT, not PATH: make would export a PATH override to every recipe's shell.
 ARTIFACT ?= results/report/table5.csv

@@ -221,3 +221,27 @@ def test_find_phi_reports_categories_not_text() -> None:
     assert set(found) <= CATEGORIES
     assert {"detector: mrn_id", "detector: contact", "known list: known identifier"} <= set(found)
     assert not any("Umbrwick" in c or "959" in c for c in found)
+
+
+# ----------------------------------------------------------------------------- measured recall
+
+
+def test_recall_benchmark_targets_hold_on_a_fresh_draw() -> None:
+    """benchmarks/phi_recall.py's targets on a draw the README does not report (seed 7): the
+    gate lets nothing through, the detector alone sees >= 90% of the raw PHI, the scrubber
+    keeps >= 99% of the clinical content, and no refused text was already clean."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("phi_recall", REPO / "benchmarks/phi_recall.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import random
+
+    rng = random.Random(7)
+    result = bench.measure([bench.make_report(rng) for _ in range(40)])
+    forms = result["per_form"].values()
+    planted = sum(t["planted"] for t in forms)
+    assert sum(t["planted"] - t["gate"] for t in forms) == 0
+    assert sum(t["detector"] for t in forms) >= 0.9 * planted
+    assert result["clinical_preserved"] >= 0.99 * result["clinical_total"]
+    assert result["refused_clean_texts"] == 0
