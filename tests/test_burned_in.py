@@ -251,3 +251,17 @@ def test_ocr_and_detector_run_without_network():
     counts, cats = out.stdout.strip().splitlines()
     assert counts.split() == ["2", "0"]
     assert "dates" in cats and "name" in cats
+
+
+def test_ocr_slices_all_looks_at_every_slice_one_at_the_middle():
+    """The trade-off of `ingest.burned_in.ocr_slices`, stated: text on one slice only."""
+    from cmr_rd.synth.overlay import stamp
+
+    clean = np.zeros((160, 128)) + 0.2
+    clean[60:100, 40:90] = 0.8
+    marked = stamp(clean, ["DOE^JANE", "2021-03-04"], 11) / 1.2
+    first_only = [marked, clean / 1.2, clean / 1.2]
+    assert not burned_in.screen_burned_in(first_only, "quarantine", False, "one").refused
+    assert burned_in.screen_burned_in(first_only, "quarantine", False, "all").refused
+    middle = [clean / 1.2, marked, clean / 1.2]
+    assert burned_in.screen_burned_in(middle, "quarantine", False, "one").refused

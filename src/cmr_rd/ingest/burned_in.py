@@ -2,7 +2,8 @@
 
 The `BurnedInAnnotation` tag is often missing or wrong, so ingestion also looks: RapidOCR's
 text detector (a PP-OCRv4 ONNX model inside the `rapidocr-onnxruntime` wheel; nothing is
-downloaded) runs over the full field of view of every slice about to be written. A detected
+downloaded) runs over the full field of view of the middle slice about to be written (or of
+every one, `ingest.burned_in.ocr_slices: all`). A detected
 region shaped like a line of text refuses the stack, or under the `mask` policy is blacked
 out and looked for again. Only detection runs: nothing is read, so no text can reach a log.
 """
@@ -24,6 +25,7 @@ except ImportError:  # reported by _engine with the install hint
 log = logging.getLogger(__name__)
 
 POLICIES = ("quarantine", "mask")
+OCR_SLICES = ("one", "all")
 BURNED_IN_TEXT = "burned-in text"
 BURNED_IN_TAG = "tagged BurnedInAnnotation YES (text burned into the pixels)"
 # The detector boxes the LV ring on every short-axis slice: a text line is short and wide.
@@ -114,12 +116,21 @@ def _mask(image01: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.nda
     return out
 
 
-def screen_burned_in(images: list[np.ndarray], policy: str, tagged: bool) -> Screen:
-    """Look for text in every slice of a stack; refuse it or mask it, as `policy` says.
+def screen_burned_in(
+    images: list[np.ndarray], policy: str, tagged: bool, slices: str = "one"
+) -> Screen:
+    """Look for text in a stack's slices; refuse the stack or mask the text, as `policy` says.
 
+    `slices`: "one" looks at the middle slice to be written (an overlay is stamped on every
+    image of a series), "all" at every one; masking always looks at every slice.
     `tagged`: the series says BurnedInAnnotation YES (it reaches here only under `mask`): if
     OCR then finds nothing to mask, the stack is refused all the same.
     """
+    if policy != "mask" and slices == "one":
+        middle = images[len(images) // 2]
+        if text_lines(middle):
+            return Screen(images, True, BURNED_IN_TEXT, 0)
+        return Screen(images, False, None, 0)
     found = [text_lines(image) for image in images]
     lines = sum(len(f) for f in found)
     if lines == 0:

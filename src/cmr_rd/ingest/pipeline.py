@@ -24,7 +24,13 @@ import pydicom
 
 from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.ingest import nifti
-from cmr_rd.ingest.burned_in import BURNED_IN_TAG, POLICIES, require_ocr, screen_burned_in
+from cmr_rd.ingest.burned_in import (
+    BURNED_IN_TAG,
+    OCR_SLICES,
+    POLICIES,
+    require_ocr,
+    screen_burned_in,
+)
 from cmr_rd.ingest.deid import DeidKey
 from cmr_rd.ingest.index import index_files, list_files, read_header
 from cmr_rd.ingest.pixels import (
@@ -63,6 +69,7 @@ class IngestConfig:
     slice_count: int = 3
     slice_window: tuple[float, float] = (0.25, 0.75)
     burned_in_policy: str = "quarantine"  # or "mask": black out the text regions OCR finds
+    burned_in_ocr_slices: str = "one"  # or "all": OCR every slice to be written, not the middle
 
     @classmethod
     def from_config(cls, ingest: dict) -> IngestConfig:
@@ -79,6 +86,7 @@ class IngestConfig:
             slice_count=slices.get("count", 3),
             slice_window=tuple(slices.get("window", (0.25, 0.75))),
             burned_in_policy=ingest.get("burned_in", {}).get("policy", "quarantine"),
+            burned_in_ocr_slices=ingest.get("burned_in", {}).get("ocr_slices", "one"),
         )
 
 
@@ -315,7 +323,9 @@ def _render_stack(job: PatientJob) -> dict:
         return {"rows": [], "failures": failures, "burned_in": None, "masked": 0}
     normalised = normalise([images[i] for i in good], cfg.normalize_percentiles)
     # Before anything is written: text in the pixels (names, dates) refuses or masks the stack.
-    screen = screen_burned_in(normalised, cfg.burned_in_policy, job.tagged_burned_in)
+    screen = screen_burned_in(
+        normalised, cfg.burned_in_policy, job.tagged_burned_in, cfg.burned_in_ocr_slices
+    )
     if screen.refused:
         return {"rows": [], "failures": failures, "burned_in": screen.reason, "masked": 0}
     normalised = screen.images
@@ -566,6 +576,10 @@ def run_ingest(
     if cfg.burned_in_policy not in POLICIES:
         raise InputError(
             f"ingest.burned_in.policy: {cfg.burned_in_policy!r} is not one of {POLICIES}"
+        )
+    if cfg.burned_in_ocr_slices not in OCR_SLICES:
+        raise InputError(
+            f"ingest.burned_in.ocr_slices: {cfg.burned_in_ocr_slices!r} is not one of {OCR_SLICES}"
         )
     require_ocr()
     out_dir, private_dir = Path(out_dir), Path(private_dir)
