@@ -83,7 +83,7 @@ def without_ocr(run):
     from cmr_rd.ingest.burned_in import Screen
 
     original = pipeline.screen_burned_in
-    pipeline.screen_burned_in = lambda images, policy, tagged: Screen(images, False, None, 0)
+    pipeline.screen_burned_in = lambda images, *_: Screen(images, False, None, 0)
     try:
         return run()
     finally:
