@@ -90,7 +90,7 @@ class Request:
     item_id: str  # a pseudonym, never PHI
     system: str
     prompt: str  # already scrubbed by the caller
-    known: tuple[str, ...] = ()  # known identifiers for the gate's second check
+    known: tuple[str, ...] = ()  # known identifiers for the gate's exact third layer
 
 
 @dataclass

@@ -529,7 +529,7 @@ def _known_regex(terms: list[tuple[str, str]]) -> re.Pattern[str] | None:
 
 
 def _digit_cores(known: Iterable[str]) -> list[str]:
-    """Digit runs of >= 6 in known identifiers, for the normalised second check."""
+    """Digit runs of >= 6 in known identifiers, for the known list's normalised check."""
     cores: set[str] = set()
     for raw in known:
         for run in re.findall(r"\d+", str(raw)):

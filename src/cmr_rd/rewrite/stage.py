@@ -75,7 +75,8 @@ class RewriteInputs:
 
 
 def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> RewriteInputs:
-    """Scrub every report of an ingested patient; the second check withholds what it flags."""
+    """Scrub every report of an ingested patient; the detector and known list withhold what
+    they still flag."""
     table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     if "report" not in table.columns:  # reports are optional in the input contract
         table["report"] = ""
