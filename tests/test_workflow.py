@@ -14,6 +14,7 @@ from PIL import Image
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.devtools import copy_workflow, snakemake
+from cmr_rd.ingest.burned_in import BURNED_IN_TAG, BURNED_IN_TEXT
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,16 @@ def test_outputs_and_reconciliation(run):
     ingest = run / "results/ingest"
     summary = json.loads((ingest / "reconcile.json").read_text())
     assert summary["reconciled"] and summary["files_in"] == summary["files_accounted"]
-    assert summary["quarantined"] == 0  # the synthetic export is clean
+    # The export is clean but for the burned-in overlays tiny.yaml plants (burned_in_share):
+    # exactly those PSIR stacks are quarantined, and their patients keep their magnitude stack.
+    planted = json.loads((run / "data/synthetic/phi_strings.json").read_text())["burned_in"]
+    assert planted
+    outcomes = pd.read_csv(run / "logs/ingest/file_outcomes.csv")
+    quarantined = outcomes[outcomes["outcome"] == "quarantined"]
+    assert set(quarantined["reason"]) <= {BURNED_IN_TAG, BURNED_IN_TEXT}
+    folders = {Path(p).parts[-4].rsplit("_", 1)[-1] for p in quarantined["path"]}
+    assert folders == {o["patient_id"] for o in planted}
+    assert summary["quarantined"] == len(quarantined)
     assert summary["patients"] == 30
     for label in CLASSES:
         assert (ingest / f"qc/montage_{label}.png").is_file()
@@ -54,7 +64,11 @@ def test_manifest_rows_are_consistent(run):
     assert set(manifest["label"]) == set(CLASSES)
     assert manifest.groupby("patient")["split"].nunique().max() == 1  # patient-level split
     assert set(manifest["source_kind"]) == {"dicom", "dicom-enhanced", "nifti"}
-    assert (manifest[manifest["source_kind"] != "nifti"]["lge_kind"] == "psir").all()
+    planted = json.loads((run / "data/synthetic/phi_strings.json").read_text())["burned_in"]
+    dicom = manifest[manifest["source_kind"] != "nifti"]
+    # PSIR is preferred; the patients whose PSIR carries an overlay fall back to magnitude.
+    assert (dicom["lge_kind"] == "magnitude").sum() == 3 * len(planted)
+    assert set(dicom["lge_kind"]) == {"psir", "magnitude"}
     for row in manifest.itertuples():
         path = ingest / row.image
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
