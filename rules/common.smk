@@ -260,4 +260,24 @@ def report_outputs() -> dict:
         )
     for figure in REPORT_COPIES:
         outputs[figure] = f"{REPORT}/figures/{figure}.png"
+    outputs["claims_csv"] = report(
+        f"{REPORT}/claims.csv",
+        caption="../report/claims.rst",
+        category="5 Evaluation",
+        subcategory="Tables",
+    )
+    outputs["claims_md"] = f"{REPORT}/claims.md"
     return outputs
+
+
+def claims_quotas() -> dict:
+    """Per sampling row the claims compare (TS, full): each seed's GPPO quota record."""
+    sampling, runs = REPORT_CFG["sampling"], set(GPPO_CFG["runs"])
+    return {
+        row: [
+            f"{GPPO}/{sampling[row]}/seed{s}/summary/quotas.csv"
+            for s in GPPO_CFG["seeds"]
+        ]
+        for row in ("TS", "full")
+        if sampling.get(row) in runs
+    }

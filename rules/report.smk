@@ -1,5 +1,6 @@
 # The report: Tables 1, 2, 4 and 5 (mean +- std over seeds) beside the paper's published numbers,
-# and the figures, all from the evaluations and run artifacts. `snakemake --report` renders them.
+# the paper's claims checked against them, and the figures, all from the evaluations and run
+# artifacts. `snakemake --report` renders them.
 
 
 rule report_tables:
@@ -16,6 +17,7 @@ rule report_tables:
         ),
         gppo_rewards=showcase("summary/rewards.csv"),
         gppo_figures=[showcase(f"summary/{name}.png") for name in REPORT_COPIES],
+        quotas=[path for paths in claims_quotas().values() for path in paths],
     output:
         **report_outputs(),
     log:
@@ -24,6 +26,7 @@ rule report_tables:
         "../envs/pipeline.yaml"
     params:
         rows=report_rows(),
+        claims_quotas=claims_quotas(),
         showcase=REPORT_CFG["showcase"],
         seeds=GPPO_CFG["seeds"],
         gallery_per_class=REPORT_CFG["gallery_per_class"],

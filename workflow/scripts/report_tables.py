@@ -1,5 +1,6 @@
-"""Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds), the paper's published tables
-beside them, and the report's figures. Every number is read from the evaluations' metrics."""
+"""Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds), the paper's claims checked
+against them, the paper's published tables beside them, and the report's figures. Every number
+is read from the evaluations' metrics and the GPPO runs' quota records."""
 
 import json
 import shutil
@@ -9,7 +10,7 @@ import pandas as pd
 
 from cmr_rd.jsonl import read_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.report import figures, tables
+from cmr_rd.report import claims, figures, tables
 from cmr_rd.stage import setup_logging
 
 TITLES = {
@@ -53,6 +54,16 @@ def main(sm) -> None:
         tables.write_table(build(rows[table]), Path(sm.output[f"{table}_csv"]).with_suffix(""),
                            TITLES[table], note)  # fmt: skip
         parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
+    built = {table: build(rows[table]) for table, build in BUILDERS.items()}
+    shares = {
+        row: [claims.batch_share(pd.read_csv(path)) for path in paths]
+        for row, paths in sm.params.claims_quotas.items()
+    }
+    checked = claims.claims_table(built, shares)
+    checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
+    claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
+    Path(sm.output.claims_md).write_text(claims_md, encoding="utf-8")
+    parts.append(claims_md)
     paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
     for table, frame in paper.items():
         stem = Path(sm.output[f"{table}_csv"]).with_suffix("")
@@ -90,7 +101,11 @@ def main(sm) -> None:
         sm.output.lineage,
         rule=sm.rule,
         config=sm.config,
-        params={"rows": sm.params.rows, "showcase": sm.params.showcase},
+        params={
+            "rows": sm.params.rows,
+            "claims_quotas": sm.params.claims_quotas,
+            "showcase": sm.params.showcase,
+        },  # fmt: skip
         inputs=describe_inputs(
             [
                 *sm.input.metrics,
@@ -101,6 +116,7 @@ def main(sm) -> None:
                 *sm.input.gppo_losses,
                 sm.input.gppo_rewards,
                 *sm.input.gppo_figures,
+                *sm.input.quotas,
             ]
         ),  # fmt: skip
         outputs=[p for k, p in sm.output.items() if k != "lineage"],

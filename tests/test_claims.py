@@ -1,0 +1,81 @@
+"""The claims table: each of the paper's claims judged from our own rows, never typed in."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cmr_rd.classes import CLASSES
+from cmr_rd.report import claims, tables
+
+
+def _metrics(acc, cam=0.5, lvnc=0.5, iou=0.3):
+    per_class = dict.fromkeys(CLASSES, 0.5) | {"CAM": cam, "LVNC": lvnc}
+    return {"accuracy": acc, "macro_f1": acc - 0.05, "auc_macro": acc + 0.1,
+            "per_class_accuracy": per_class, "mi_mean_iou": iou, "mi_acc_at_50": iou}  # fmt: skip
+
+
+def test_judge_holds_only_beyond_the_combined_spread():
+    assert claims.judge((0.70, 0.03, 3), (0.60, 0.04, 3))["verdict"] == claims.HOLDS  # 0.10 > 0.05
+    assert claims.judge((0.64, 0.03, 3), (0.60, 0.04, 3))["verdict"] == claims.NOT_SHOWN
+    assert claims.judge((0.60, 0.03, 3), (0.70, 0.04, 3))["verdict"] == claims.NOT_SHOWN  # reversed
+    one = claims.judge((0.90, None, 1), (0.10, 0.01, 3))  # a single seed has no spread
+    assert one["verdict"] == claims.NOT_SHOWN and one["difference"] == pytest.approx(0.8)
+    assert claims.judge((None, None, 0), (0.5, 0.1, 3))["verdict"] == claims.NOT_SHOWN
+
+
+def test_batch_share_counts_quotas_over_phases():
+    quotas = pd.DataFrame(
+        {
+            "phase": [1, 1, 1, 2, 2, 2],
+            "class": ["HCM", "CAM", "LVNC"] * 2,
+            "quota": [4, 2, 2, 2, 4, 4],
+        }
+    )
+    assert claims.batch_share(quotas) == pytest.approx(12 / 18)
+
+
+def _tables(ts_cam: list[float]) -> dict[str, pd.DataFrame]:
+    seeds = [0.0, 0.01, -0.01]
+    t5 = [
+        ("none", [_metrics(0.1)]),
+        ("S1 only", [_metrics(0.6 + s) for s in seeds]),
+        ("S2 only", [_metrics(0.3 + s) for s in seeds]),
+        ("S1+S2", [_metrics(0.75 + s) for s in seeds]),
+    ]
+    t2 = [
+        ("TS", [_metrics(0.75, cam=c, lvnc=0.6 + s) for c, s in zip(ts_cam, seeds, strict=True)]),
+        ("static", [_metrics(0.7, cam=0.5 + s, lvnc=0.6 + s) for s in seeds]),
+        ("full", [_metrics(0.7, cam=0.3 + s, lvnc=0.3 + s) for s in seeds]),
+    ]
+    t4 = [
+        ("on", [_metrics(0.75, iou=0.4 + s) for s in seeds]),
+        ("off", [_metrics(0.75, iou=0.1 + s) for s in seeds]),
+    ]
+    return {"table5": tables.table5(t5), "table2": tables.table2(t2), "table4": tables.table4(t4)}
+
+
+def test_claims_table_judges_every_claim_from_the_rows():
+    frame = claims.claims_table(
+        _tables(ts_cam=[0.8, 0.82, 0.78]), {"TS": [0.4, 0.42, 0.38], "full": [0.1, 0.1, 0.12]}
+    )
+    verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
+    assert len(frame) == len(claims.TABLE_CLAIMS) + 1
+    assert verdicts["S1+S2 > S2 only on ACC (Table 5)"] == claims.HOLDS
+    assert verdicts["S1 only > none on ACC (Table 5)"] == claims.NOT_SHOWN  # none has one seed
+    assert verdicts["S2 only > S1 only on ACC (Table 5)"] == claims.NOT_SHOWN  # the other way
+    assert verdicts["TS > full on CAM accuracy (Table 2)"] == claims.HOLDS
+    assert verdicts["TS > static on LVNC accuracy (Table 2)"] == claims.NOT_SHOWN  # equal
+    assert verdicts["IoU reward on > off on MI mean IoU (Table 4)"] == claims.HOLDS
+    assert verdicts["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"] == claims.HOLDS
+    row = frame.set_index("claim").loc["S1+S2 > S2 only on ACC (Table 5)"]
+    assert row["difference"] == pytest.approx(0.45) and row["left_seeds"] == 3
+    markdown = claims.markdown(frame, "Claims")
+    assert "| S1+S2 > S2 only on ACC (Table 5) | 0.750 ± 0.010 (n = 3) |" in markdown
+
+
+def test_a_noisy_difference_is_not_shown():
+    frame = claims.claims_table(_tables(ts_cam=[0.9, 0.2, 0.6]), {})
+    verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
+    assert verdicts["TS > full on CAM accuracy (Table 2)"] == claims.NOT_SHOWN
+    assert verdicts["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"] == claims.NOT_SHOWN
