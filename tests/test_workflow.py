@@ -369,6 +369,13 @@ def test_report_tables_are_the_evaluations(run):
     assert 0.610 not in set(table5["ACC_mean"].round(6))
     summary = (report / "report.md").read_text()
     assert "Table 5" in summary and "published" in summary
+    # The claims are judged from these same rows; one seed per row here, so nothing is shown.
+    checked = pd.read_csv(report / "claims.csv").set_index("claim")
+    row = checked.loc["S1 only > none on ACC (Table 5)"]
+    difference = table5.loc["S1 only", "ACC_mean"] - table5.loc["none", "ACC_mean"]
+    assert row["difference"] == pytest.approx(difference, abs=1e-6)
+    assert set(checked["verdict"]) == {"not shown"}
+    assert "Claims of the paper, checked against our tables" in summary
     assert "\\toprule" in (report / "table5.tex").read_text()
     for name in ("confusion", "gallery", "training_curves", "quota_shares", "posteriors"):
         with Image.open(report / f"figures/{name}.png") as image:
@@ -387,7 +394,8 @@ def test_snakemake_html_report_holds_the_tables_and_figures(run):
     html = (run / "results/report/report.html").read_text()
     embedded = dict(re.findall(r'"data:[^;]+;charset=utf8;filename=([^;]+);base64,([^"]+)"', html))
     report = run / "results/report"
-    for name in ("table1.csv", "table2.csv", "table4.csv", "table5.csv", "paper_table5.csv"):
+    tables = ("table1.csv", "table2.csv", "table4.csv", "table5.csv", "paper_table5.csv")
+    for name in (*tables, "claims.csv"):
         assert base64.b64decode(embedded[name]) == (report / name).read_bytes(), name
     for name in ("confusion.png", "gallery.png", "training_curves.png"):
         assert base64.b64decode(embedded[name]) == (report / "figures" / name).read_bytes()
