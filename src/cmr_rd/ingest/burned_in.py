@@ -3,14 +3,13 @@
 The `BurnedInAnnotation` tag is often missing or wrong, so ingestion also looks: RapidOCR's
 text detector (a PP-OCRv4 ONNX model inside the `rapidocr-onnxruntime` wheel; nothing is
 downloaded) runs over the full field of view of the middle slice about to be written (or of
-every one, `ingest.burned_in.ocr_slices: all`). A detected
-region shaped like a line of text refuses the stack, or under the `mask` policy is blacked
-out and looked for again. Only detection runs: nothing is read, so no text can reach a log.
+every one, `ingest.burned_in.ocr_slices: all`). A detected region shaped like a line of text
+refuses the stack, or under the `mask` policy is blacked out and looked for again. Only
+detection runs: nothing is read, so no text can reach a log.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -21,8 +20,6 @@ try:
     import cv2
 except ImportError:  # reported by _engine with the install hint
     cv2 = None
-
-log = logging.getLogger(__name__)
 
 POLICIES = ("quarantine", "mask")
 OCR_SLICES = ("one", "all")
@@ -141,5 +138,5 @@ def screen_burned_in(
         return Screen(images, True, BURNED_IN_TEXT, 0)
     masked = [_mask(image, boxes) for image, boxes in zip(images, found, strict=True)]
     if any(text_lines(image) for image in masked):
-        return Screen(images, True, BURNED_IN_TEXT + " (still readable after masking)", 0)
+        return Screen(images, True, BURNED_IN_TEXT + " (still detected after masking)", 0)
     return Screen(masked, False, None, lines)
