@@ -9,7 +9,7 @@ most one extra forward pass per sample, never a generate call. Batched and one-a
 decoding need not produce identical text (left padding changes float rounding); the share of
 identical completions is reported too.
 
-Uses results/model/sft/final and results/datasets/test.jsonl when both exist (`make demo`),
+Uses results/model/sft/seed1/final and results/datasets/test.jsonl when both exist (`make demo`),
 else a tiny random backbone and synthetic records in a temporary folder.
 Writes results/benchmarks/eval_throughput.{json,md}.
 """
@@ -38,7 +38,7 @@ from cmr_rd.model.backbone import TinyConfig, build_tiny
 from cmr_rd.model.generate import generate_batch
 from cmr_rd.prompts import DIAGNOSTIC_QUERY
 
-MODEL = "results/model/sft/final"
+MODEL = "results/model/sft/seed1/final"
 TEST = "results/datasets/test.jsonl"
 MODES = {"batch16": 16, "batch64": 64, "one_at_a_time": 1}
 

@@ -99,7 +99,7 @@ def run_plain(model_path: Path, prompts: Path, cfg: GPPOConfig, out: Path) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="results/model/sft/final")
+    parser.add_argument("--model", default="results/model/sft/seed1/final")
     parser.add_argument("--data", default=RUN)
     parser.add_argument("--prompts", default="results/datasets/rl_prompts.jsonl")
     parser.add_argument("--steps", type=int, default=6)

@@ -43,6 +43,8 @@ if SYNTHETIC and FOUNDATION_POOL["seed"] == config["seed"]:
         "model.foundation.pool.seed equals seed, the synthetic cohort's: the pretraining pool "
         "would hold the cohort's own patients; choose another seed (or null)"
     )
+# Stage 1b per seed: seed s of every sft-* GPPO run starts from the cold start of seed s.
+SFT = f"{MODEL}/sft/seed{{seed}}"
 GPPO = "results/gppo"
 GPPO_CFG = config["gppo"]
 RUN = f"{GPPO}/{{run}}/seed{{seed}}"  # one variant and seed: every phase lives below it
@@ -60,8 +62,8 @@ wildcard_constraints:
     run=RUN_NAME,
     seed=r"\d+",
     phase=r"\d+",
-    # What an evaluation evaluates: none (base), s1 (SFT), RUN/seedS, or zeroshot/NAME.
-    model=rf"none|s1|{RUN_NAME}/seed\d+|zeroshot/[A-Za-z0-9][A-Za-z0-9._-]*",
+    # What an evaluation evaluates: none (base), s1/seedS (SFT), RUN/seedS, or zeroshot/NAME.
+    model=rf"none|s1/seed\d+|{RUN_NAME}/seed\d+|zeroshot/[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
 def ingest_inputs(wildcards=None):
@@ -89,9 +91,8 @@ def final_targets():
         "results/datasets/coldstart.jsonl",
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
-        f"{MODEL}/sft/probe_check.json",
         f"{REPORT}/report.md",
-    ] + expand(
+    ] + expand(f"{SFT}/probe_check.json", seed=GPPO_CFG["seeds"]) + expand(
         f"{RUN}/summary/probe_accuracy.csv",
         run=GPPO_CFG["runs"],
         seed=GPPO_CFG["seeds"],
@@ -126,13 +127,16 @@ def start_model(wildcards):
     """GPPO starts from the cold-start model (sft-*) or the bare backbone (base-*, no stage 1)."""
     if wildcards.run.startswith("base-"):
         return f"{MODEL}/base"
-    return f"{MODEL}/sft/final"
+    return f"{MODEL}/sft/seed{wildcards.seed}/final"
 
 
 def previous_posterior(wildcards):
-    """Phase t's quotas read phase t-1's posterior; phase 1 starts from Beta(1, 1)."""
+    """Phase t's quotas read phase t-1's posterior. Phase 1 starts from Beta(1, 1), or with
+    gppo.prior start_probe from Beta(1, 1) updated with the cold start's probe check."""
     phase = _phase(wildcards)
     if phase == 1:
+        if GPPO_CFG["prior"] == "start_probe" and wildcards.run.startswith("sft-"):
+            return f"{MODEL}/sft/seed{wildcards.seed}/probe_check.json"
         return []
     return (
         f"{GPPO}/{wildcards.run}/seed{wildcards.seed}/phase{phase - 1}/posterior.json"
@@ -163,8 +167,8 @@ def _checkpoint_of(model: str) -> str:
     """The folder (or hub id, for a zero-shot model) an evaluation key names."""
     if model == "none":
         return f"{MODEL}/base"
-    if model == "s1":
-        return f"{MODEL}/sft/final"
+    if model.startswith("s1/"):  # s1/seedS: the cold start of seed S
+        return f"{MODEL}/sft/{model.removeprefix('s1/')}/final"
     if model.startswith("zeroshot/"):
         name = model.removeprefix("zeroshot/")
         if name not in ZERO_SHOT:
@@ -188,8 +192,9 @@ def eval_model_ref(wildcards):
 
 
 def _eval_keys(model: str) -> list[str]:
-    """Evaluation keys behind one table row: one per seed for a GPPO run."""
-    if model in ("none", "s1"):
+    """Evaluation keys behind one table row: one per seed for a cold start or a GPPO run; the
+    pretrained backbone (none) has no seed."""
+    if model == "none":
         return [model]
     return [f"{model}/seed{seed}" for seed in GPPO_CFG["seeds"]]
 

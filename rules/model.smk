@@ -73,19 +73,19 @@ rule sft:
         model=rules.align.output.final,
         data=rules.coldstart_dataset.output.dataset,
     output:
-        final=directory(f"{MODEL}/sft/final"),
-        summary=f"{MODEL}/sft/train_summary.json",
+        final=directory(f"{SFT}/final"),
+        summary=f"{SFT}/train_summary.json",
         loss=report(
-            f"{MODEL}/sft/loss.csv",
+            f"{SFT}/loss.csv",
             caption="../report/stage_loss.rst",
             category="3 Stage 1",
-            subcategory="sft",
+            subcategory="sft seed {seed}",
         ),
-        lineage=f"{MODEL}/sft/manifest.json",
+        lineage=f"{SFT}/manifest.json",
     log:
-        "logs/model/sft.log",
+        "logs/model/sft/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/sft.tsv"
+        "logs/benchmarks/sft/seed{seed}.tsv"
     # The critical path: start stage 1 before the base-model runs and evaluations, which then
     # share the machine with it.
     priority: 50
@@ -99,7 +99,8 @@ rule sft:
     params:
         stage="sft",
         train=config["model"]["sft"],
-        seed=config["seed"] + 302,
+        # Each seed is its own cold start: the seeds of a table row vary stage 1 as well.
+        seed=lambda wildcards: config["seed"] + 302 + 1000 * (int(wildcards.seed) - 1),
     script:
         "../workflow/scripts/train_stage.py"
 
@@ -109,12 +110,12 @@ rule sft_check:
         model=rules.sft.output.final,
         data=rules.prompt_datasets.output.probe,
     output:
-        report=f"{MODEL}/sft/probe_check.json",
-        lineage=f"{MODEL}/sft/probe_check.manifest.json",
+        report=f"{SFT}/probe_check.json",
+        lineage=f"{SFT}/probe_check.manifest.json",
     log:
-        "logs/model/sft_check.log",
+        "logs/model/sft_check/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/sft_check.tsv"
+        "logs/benchmarks/sft_check/seed{seed}.tsv"
     conda:
         "../envs/pipeline.yaml"
     threads: 2

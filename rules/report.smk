@@ -11,7 +11,10 @@ rule report_tables:
         # The processor the model reads images through, for the model-input figure.
         processor=BASE_MODEL,
         test=rules.prompt_datasets.output.test,
-        stage_losses=[rules.align.output.loss, rules.sft.output.loss],
+        stage_losses=[
+            rules.align.output.loss,
+            rules.sft.output.loss.format(seed=GPPO_CFG["seeds"][0]),
+        ],
         gppo_losses=expand(
             showcase("phase{t}/loss.csv"), t=range(1, GPPO_CFG["phases"] + 1)
         ),

@@ -2,7 +2,7 @@
 by `snakemake --profile tests/slurm_profile` exactly as a user drives `--profile slurm`.
 
 What it covers, on tests/configs/tiny.yaml, targets `TARGETS` (the cohort to the end of the first
-GPPO phase of sft-ts-iou seed 1, and the S1 evaluation: 14 jobs, 9 of them sbatch jobs, the rest
+GPPO phase of sft-ts-iou seed 1, and the S1 evaluation: 15 jobs, 10 of them sbatch jobs, the rest
 the Snakefile's localrules on the submit host):
 - every non-local job went through sbatch, into the test partition, GPU rules with `--gpus=1`;
   its lineage manifest records the SLURM job id that Snakemake reported, and that job's log
@@ -39,9 +39,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(SKIP is not None, reason=SKIP
 
 TARGETS = (
     "results/gppo/sft-ts-iou/seed1/phase1/posterior.json",
-    "results/eval/s1/metrics.json",
+    "results/eval/s1/seed1/metrics.json",
 )
-GPU_RULES = {"foundation", "align", "sft", "evaluate", "gppo_train", "gppo_posterior"}
+GPU_RULES = {"foundation", "align", "sft", "sft_check", "evaluate", "gppo_train", "gppo_posterior"}
 # Files that record wall-clock time, so no two runs agree on them.
 VOLATILE = {"train_summary.json", "trainer_state.json", "timing.json"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
@@ -196,11 +196,11 @@ def test_artifacts_equal_a_local_run(runs):
         "results/datasets/test.jsonl",
         "results/model/base/model.safetensors",
         "results/model/align/final/model.safetensors",
-        "results/model/sft/final/model.safetensors",
+        "results/model/sft/seed1/final/model.safetensors",
         "results/gppo/sft-ts-iou/seed1/phase1/model/model.safetensors",
         "results/gppo/sft-ts-iou/seed1/phase1/posterior.json",
-        "results/eval/s1/metrics.json",
-        "results/eval/s1/samples.parquet",
+        "results/eval/s1/seed1/metrics.json",
+        "results/eval/s1/seed1/samples.parquet",
     ):
         assert key in slurm, key
     differ = []
@@ -214,7 +214,7 @@ def test_artifacts_equal_a_local_run(runs):
     assert differ == []
     # The manifests differ in what they should: the SLURM run's name their jobs.
     sft = {
-        k: json.loads((runs[k] / "results/model/sft/manifest.json").read_text())
+        k: json.loads((runs[k] / "results/model/sft/seed1/manifest.json").read_text())
         for k in ("slurm", "local")
     }
     assert sft["slurm"]["slurm_job_id"] and sft["local"]["slurm_job_id"] is None

@@ -238,7 +238,12 @@ def test_gppo_phase_chain(run):
     """Each phase's artifacts exist and chain: quotas from the previous posterior, batches as
     planned (read from inside the trainer), an exact posterior update, the run's summary."""
     root = run / GPPO_RUN
-    prior = {"alpha": dict.fromkeys(CLASSES, 1.0), "beta": dict.fromkeys(CLASSES, 1.0)}
+    # gppo.prior start_probe: phase 1 starts from Beta(1, 1) plus the cold start's probe counts.
+    check = json.loads((run / "results/model/sft/seed1/probe_check.json").read_text())
+    prior = {
+        "alpha": {c: 1.0 + check["per_class_correct"][c] for c in CLASSES},
+        "beta": {c: 1.0 + check["per_class_n"][c] - check["per_class_correct"][c] for c in CLASSES},
+    }
     for phase in (1, 2, 3):
         d = root / f"phase{phase}"
         quotas = json.loads((d / "quotas.json").read_text())
@@ -257,7 +262,7 @@ def test_gppo_phase_chain(run):
         prior = posterior["posterior"]
         train = json.loads((d / "train.manifest.json").read_text())
         # The phase trained from the checkpoint the previous stage published.
-        parent = "results/model/sft/manifest.json"
+        parent = "results/model/sft/seed1/manifest.json"
         if phase > 1:
             parent = f"{GPPO_RUN}/phase{phase - 1}/train.manifest.json"
         published = json.loads((run / parent).read_text())["final_sha256"]["sha256"]
@@ -278,7 +283,7 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
         root / "phase1/model/config.json",
         root / "phase1/posterior.json",
         root / "phase2/quotas.json",
-        run / "results/model/sft/final/config.json",
+        run / "results/model/sft/seed1/final/config.json",
         run / "results/datasets/rl_prompts.jsonl",
     ]
     before = {p: p.stat().st_mtime_ns for p in untouched}
@@ -298,7 +303,7 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
         "report_tables",
         "dvc_commit",  # the last rule of every run that changed something
     }
-    # Only this run's evaluation is redone; none, s1 and the other run keep theirs.
+    # Only this run's evaluation is redone; none, s1/seed1 and the other run keep theirs.
     assert re.findall(r"wildcards: model=(\S+)", result.stdout + result.stderr) == [
         "sft-ts-iou/seed1"
     ]
@@ -310,7 +315,7 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
     assert all(p.stat().st_mtime_ns > redone_before[p] for p in redone)
 
 
-EVALUATED = ("none", "s1", "sft-ts-iou/seed1", "sft-static-iou/seed1")
+EVALUATED = ("none", "s1/seed1", "sft-ts-iou/seed1", "sft-static-iou/seed1")
 
 
 def test_evaluations_are_computed_from_their_samples(run):
@@ -332,9 +337,9 @@ def test_evaluations_are_computed_from_their_samples(run):
         assert abs(scores.sum(axis=1) - 1).max() < 1e-6
         lineage = json.loads((d / "manifest.json").read_text())
         assert lineage["rule"] == "evaluate" and lineage["params"]["model"] == key
-    final = json.loads((run / "results/eval/s1/manifest.json").read_text())
-    sft = json.loads((run / "results/model/sft/manifest.json").read_text())["final_sha256"]
-    assert final["inputs"]["results/model/sft/final"]["sha256"] == sft["sha256"]
+    final = json.loads((run / "results/eval/s1/seed1/manifest.json").read_text())
+    sft = json.loads((run / "results/model/sft/seed1/manifest.json").read_text())["final_sha256"]
+    assert final["inputs"]["results/model/sft/seed1/final"]["sha256"] == sft["sha256"]
 
 
 def test_report_tables_are_the_evaluations(run):
@@ -344,7 +349,7 @@ def test_report_tables_are_the_evaluations(run):
     }
     table5 = pd.read_csv(report / "table5.csv").set_index("config")
     assert list(table5.index) == ["none", "S1 only", "S1+S2"]  # S2 only: base-ts-iou not run
-    for label, key in (("none", "none"), ("S1 only", "s1"), ("S1+S2", "sft-ts-iou/seed1")):
+    for label, key in (("none", "none"), ("S1 only", "s1/seed1"), ("S1+S2", "sft-ts-iou/seed1")):
         assert table5.loc[label, "ACC_mean"] == pytest.approx(metrics[key]["accuracy"], abs=1e-6)
         assert table5.loc[label, "F1_mean"] == pytest.approx(metrics[key]["macro_f1"], abs=1e-6)
     table1 = pd.read_csv(report / "table1.csv").set_index("model")
@@ -467,7 +472,7 @@ def test_a_second_snakemake_on_the_same_workdir_is_refused(run, tmp_path):
     import time
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    target = "results/eval/s1/metrics.json"
+    target = "results/eval/s1/seed1/metrics.json"
     held, release = tmp_path / "held", tmp_path / "release"
     hold = tmp_path / "hold.smk"
     hold.write_text(HOLD_SNAKEFILE.format(snakefile=run / "Snakefile", held=held, release=release))
@@ -500,17 +505,17 @@ def test_a_second_snakemake_on_the_same_workdir_is_refused(run, tmp_path):
 
 def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):
     """A checkpoint edited after its stage wrote it is caught by hash before it is used."""
-    weights = run / "results/model/sft/final/model.safetensors"
+    weights = run / "results/model/sft/seed1/final/model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     try:
-        target = "results/eval/s1/metrics.json"
+        target = "results/eval/s1/seed1/metrics.json"
         result = snakemake(
             run, target, "--cores", "1", "--configfile", "config/tiny.yaml", "--forcerun", target
         )
         assert result.returncode != 0
-        log = (run / "logs/eval/s1.log").read_text()
-        assert "changed: results/model/sft/final/model.safetensors" in log
+        log = (run / "logs/eval/s1/seed1.log").read_text()
+        assert "changed: results/model/sft/seed1/final/model.safetensors" in log
         assert "Traceback" not in log
     finally:
         weights.write_bytes(original)
@@ -533,7 +538,7 @@ def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
 # Last in the file: these tests retrain SFT under a longer schedule, which makes the stage-1
 # outputs differ from tiny.yaml's for any test that would come after them.
 PREEMPT_STEPS = 40
-SFT_RUNS = "results/model/sft/runs"
+SFT_RUNS = "results/model/sft/seed1/runs"
 
 
 def _descendants(pid: int) -> list[int]:
@@ -569,7 +574,7 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
     config = yaml.safe_load((run / "config/tiny.yaml").read_text())
     config["model"]["sft"].update(max_steps=PREEMPT_STEPS, save_steps=2)
     (run / "config/tiny_preempt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    args = ["results/model/sft/final", "--cores", "2", "--configfile", "config/tiny_preempt.yaml"]
+    args = ["results/model/sft/seed1/final", "--cores", "2", "--configfile", "config/tiny_preempt.yaml"]
     for folder in (run / SFT_RUNS).iterdir():  # an earlier case's finished run would be reused
         if json.loads((folder / "settings.json").read_text())["max_steps"] == PREEMPT_STEPS:
             shutil.rmtree(folder)
@@ -596,10 +601,10 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
         os.killpg(head.pid, signal.SIGKILL)
     output, _ = head.communicate(timeout=300)
     assert head.returncode != 0
-    assert not (run / "results/model/sft/final").exists()
+    assert not (run / "results/model/sft/seed1/final").exists()
     if fault == "sigterm_job":
-        assert "Error in rule sft" in output and "logs/model/sft.log" in output
-        log = (run / "logs/model/sft.log").read_text()
+        assert "Error in rule sft" in output and "logs/model/sft/seed1.log" in output
+        log = (run / "logs/model/sft/seed1.log").read_text()
         assert "preempted (SIGTERM) at step" in log and "Traceback" not in log
     else:
         assert any((run / ".snakemake/incomplete").iterdir())
@@ -609,19 +614,19 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
 
     rerun = snakemake(run, *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    summary = json.loads((run / "results/model/sft/train_summary.json").read_text())
+    summary = json.loads((run / "results/model/sft/seed1/train_summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < PREEMPT_STEPS == summary["steps"]
     loss_steps = [int(line.split(",")[0]) for line in
-                  (run / "results/model/sft/loss.csv").read_text().splitlines()[1:]]  # fmt: skip
+                  (run / "results/model/sft/seed1/loss.csv").read_text().splitlines()[1:]]  # fmt: skip
     assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] == PREEMPT_STEPS
-    resumed = (run / "results/model/sft/final/model.safetensors").read_bytes()
+    resumed = (run / "results/model/sft/seed1/final/model.safetensors").read_bytes()
 
     for folder in set((run / SFT_RUNS).iterdir()) - known:
         shutil.rmtree(folder)
     whole = snakemake(run, *args, "--forcerun", "sft")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert (
-        json.loads((run / "results/model/sft/train_summary.json").read_text())["resumed_from_step"]
+        json.loads((run / "results/model/sft/seed1/train_summary.json").read_text())["resumed_from_step"]
         == 0
     )
-    assert (run / "results/model/sft/final/model.safetensors").read_bytes() == resumed
+    assert (run / "results/model/sft/seed1/final/model.safetensors").read_bytes() == resumed

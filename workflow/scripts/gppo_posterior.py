@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cmr_rd.gppo.posterior import Posterior, update
+from cmr_rd.gppo.posterior import load_prior, update
 from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.model.generate import check_checkpoint
 from cmr_rd.stage import optional_paths, require_intact, setup_logging
@@ -23,10 +23,7 @@ def main(sm) -> None:
         batch_size=probe["batch_size"], max_new_tokens=probe["max_new_tokens"],
     )  # fmt: skip
     previous = optional_paths(sm.input.prior)
-    if previous:
-        prior = Posterior.from_dict(json.loads(Path(previous[0]).read_text())["posterior"])
-    else:
-        prior = Posterior.uniform()
+    prior = load_prior(previous)
     correct = report["per_class_correct"]
     wrong = {c: report["per_class_n"][c] - correct[c] for c in correct}
     posterior = update(prior, correct, wrong, discount=gppo["discount"])

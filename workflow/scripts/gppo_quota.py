@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from cmr_rd.gppo.posterior import Posterior
+from cmr_rd.gppo.posterior import load_prior
 from cmr_rd.gppo.quotas import plan_phase
 from cmr_rd.jsonl import read_jsonl, write_jsonl
 from cmr_rd.lineage import describe_inputs, write_manifest
@@ -18,10 +18,7 @@ def main(sm) -> None:
     strategy = sm.wildcards.run.split("-")[1]
     records = read_jsonl(sm.input.prompts)
     previous = optional_paths(sm.input.posterior)
-    if previous:
-        prior = Posterior.from_dict(json.loads(Path(previous[0]).read_text())["posterior"])
-    else:
-        prior = Posterior.uniform()  # phase 1: Beta(1, 1) for every class
+    prior = load_prior(previous)  # phase 1: Beta(1, 1), or updated with the start model's probe
     batch = gppo["batch_prompts"]
     n_batches = gppo["batches_per_phase"] or math.ceil(len(records) / batch)
     plan = plan_phase(

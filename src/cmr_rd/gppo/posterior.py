@@ -12,9 +12,11 @@ With λ = 1 this is exactly the paper's update.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -126,3 +128,21 @@ def density(posterior: Posterior, cls: str, x: np.ndarray) -> np.ndarray:
     if cls not in posterior.alpha:
         raise ValueError(f"class {cls!r} not in posterior {posterior.classes}")
     return stats.beta.pdf(np.asarray(x, dtype=float), posterior.alpha[cls], posterior.beta[cls])
+
+
+def load_prior(paths: list[str] | list[Path]) -> Posterior:
+    """The posterior a phase starts from.
+
+    No file: Beta(1, 1) for every class. A previous phase's posterior.json: its posterior. The
+    start model's probe check (phase 1 with `gppo.prior: start_probe`): Beta(1, 1) updated with
+    the start model's correct and wrong counts, so the first quotas already target the classes
+    the cold start gets wrong instead of a draw from the flat prior.
+    """
+    if not paths:
+        return Posterior.uniform()
+    record = json.loads(Path(paths[0]).read_text(encoding="utf-8"))
+    if "posterior" in record:
+        return Posterior.from_dict(record["posterior"])
+    correct = record["per_class_correct"]
+    wrong = {c: record["per_class_n"][c] - correct[c] for c in correct}
+    return update(Posterior.uniform(), correct, wrong)
