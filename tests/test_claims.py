@@ -21,6 +21,11 @@ def test_judge_holds_only_beyond_the_combined_spread():
     assert claims.judge((0.60, 0.03, 3), (0.70, 0.04, 3))["verdict"] == claims.NOT_SHOWN  # reversed
     one = claims.judge((0.90, None, 1), (0.10, 0.01, 3))  # a single seed has no spread
     assert one["verdict"] == claims.NOT_SHOWN and one["difference"] == pytest.approx(0.8)
+    fixed = (0.10, 0.0, claims.FIXED)  # the untrained backbone: no seed can change it
+    assert claims.judge((0.60, 0.03, 3), fixed)["verdict"] == claims.HOLDS
+    assert claims.judge((0.12, 0.03, 3), fixed)["verdict"] == claims.NOT_SHOWN
+    assert claims.judge((0.90, None, 1), fixed)["verdict"] == claims.NOT_SHOWN  # still one seed
+    assert claims.judge(fixed, fixed)["verdict"] == claims.NOT_SHOWN
     assert claims.judge((None, None, 0), (0.5, 0.1, 3))["verdict"] == claims.NOT_SHOWN
 
 
@@ -35,7 +40,7 @@ def test_batch_share_counts_quotas_over_phases():
     assert claims.batch_share(quotas) == pytest.approx(12 / 18)
 
 
-def _tables(ts_cam: list[float]) -> dict[str, pd.DataFrame]:
+def _rows(ts_cam: list[float]) -> dict[str, list]:
     seeds = [0.0, 0.01, -0.01]
     t5 = [
         ("none", [_metrics(0.1)]),
@@ -52,7 +57,12 @@ def _tables(ts_cam: list[float]) -> dict[str, pd.DataFrame]:
         ("on", [_metrics(0.75, iou=0.4 + s) for s in seeds]),
         ("off", [_metrics(0.75, iou=0.1 + s) for s in seeds]),
     ]
-    return {"table5": tables.table5(t5), "table2": tables.table2(t2), "table4": tables.table4(t4)}
+    return {"table5": t5, "table2": t2, "table4": t4}
+
+
+def _tables(ts_cam: list[float]) -> dict[str, pd.DataFrame]:
+    rows = _rows(ts_cam)
+    return {name: getattr(tables, name)(rows[name]) for name in ("table5", "table2", "table4")}
 
 
 def test_claims_table_judges_every_claim_from_the_rows():
@@ -62,7 +72,8 @@ def test_claims_table_judges_every_claim_from_the_rows():
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
     assert len(frame) == len(claims.TABLE_CLAIMS) + 1
     assert verdicts["S1+S2 > S2 only on ACC (Table 5)"] == claims.HOLDS
-    assert verdicts["S1 only > none on ACC (Table 5)"] == claims.NOT_SHOWN  # none has one seed
+    # none is the untrained backbone: a fixed reference (std 0), not a one-seed sample.
+    assert verdicts["S1 only > none on ACC (Table 5)"] == claims.HOLDS
     assert verdicts["S2 only > S1 only on ACC (Table 5)"] == claims.NOT_SHOWN  # the other way
     assert verdicts["TS > full on CAM accuracy (Table 2)"] == claims.HOLDS
     assert verdicts["TS > static on LVNC accuracy (Table 2)"] == claims.NOT_SHOWN  # equal
@@ -79,3 +90,28 @@ def test_a_noisy_difference_is_not_shown():
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
     assert verdicts["TS > full on CAM accuracy (Table 2)"] == claims.NOT_SHOWN
     assert verdicts["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"] == claims.NOT_SHOWN
+
+
+def test_targets_are_judged_from_the_per_seed_metrics():
+    rows = _rows(ts_cam=[0.8, 0.82, 0.78])
+    frame = claims.targets_table(rows).set_index("target")
+    verdict = frame["verdict"]
+    # S1+S2 0.75 against S1 only 0.60 + 0.10: met; CAM and LVNC are 0.5 on both rows: not met.
+    assert verdict["S1+S2 ACC >= S1 only + 0.10"] == claims.MET
+    assert frame.loc["S1+S2 ACC >= S1 only + 0.10", "required"] == pytest.approx(0.70)
+    assert verdict["S1+S2 CAM accuracy >= S1 only + 0.10"] == claims.NOT_MET
+    assert verdict["S1+S2 LVNC accuracy >= S1 only + 0.10"] == claims.NOT_MET
+    # TS mean(CAM, LVNC) 0.70 against full 0.30 + combined std: met.
+    assert verdict["TS > full on mean(CAM, LVNC) accuracy by more than the combined std"] == "met"
+    assert verdict["S2 only ACC > none"] == claims.MET
+    assert verdict["MI mean IoU with the IoU reward >= 0.30"] == claims.MET  # 0.40
+    assert verdict["MI mean IoU with the IoU reward > without"] == claims.MET
+    assert verdict["seeds on the full row >= 3"] == claims.MET
+    # One seed fewer, or a row that was not run, is not met: nothing passes unmeasured.
+    rows["table2"] = [(label, metrics[:2]) for label, metrics in rows["table2"]]
+    rows["table4"] = [row for row in rows["table4"] if row[0] != "off"]
+    frame = claims.targets_table(rows).set_index("target")
+    assert frame.loc["seeds on the static row >= 3", "verdict"] == claims.NOT_MET
+    assert frame.loc["MI mean IoU with the IoU reward > without", "verdict"] == claims.NOT_MET
+    markdown = claims.targets_markdown(claims.targets_table(rows), "Targets")
+    assert "| S2 only ACC > none | 0.300 | 0.100 | met |" in markdown

@@ -574,7 +574,13 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
     config = yaml.safe_load((run / "config/tiny.yaml").read_text())
     config["model"]["sft"].update(max_steps=PREEMPT_STEPS, save_steps=2)
     (run / "config/tiny_preempt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    args = ["results/model/sft/seed1/final", "--cores", "2", "--configfile", "config/tiny_preempt.yaml"]
+    args = [
+        "results/model/sft/seed1/final",
+        "--cores",
+        "2",
+        "--configfile",
+        "config/tiny_preempt.yaml",
+    ]
     for folder in (run / SFT_RUNS).iterdir():  # an earlier case's finished run would be reused
         if json.loads((folder / "settings.json").read_text())["max_steps"] == PREEMPT_STEPS:
             shutil.rmtree(folder)
@@ -626,7 +632,9 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
     whole = snakemake(run, *args, "--forcerun", "sft")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert (
-        json.loads((run / "results/model/sft/seed1/train_summary.json").read_text())["resumed_from_step"]
+        json.loads((run / "results/model/sft/seed1/train_summary.json").read_text())[
+            "resumed_from_step"
+        ]
         == 0
     )
     assert (run / "results/model/sft/seed1/final/model.safetensors").read_bytes() == resumed

@@ -62,8 +62,10 @@ def main(sm) -> None:
     checked = claims.claims_table(built, shares)
     checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
     claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
-    Path(sm.output.claims_md).write_text(claims_md, encoding="utf-8")
-    parts.append(claims_md)
+    targets = claims.targets_table(rows)
+    targets_md = claims.targets_markdown(targets, "The demo's targets")
+    Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
+    parts.extend([claims_md, targets_md])
     paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
     for table, frame in paper.items():
         stem = Path(sm.output[f"{table}_csv"]).with_suffix("")

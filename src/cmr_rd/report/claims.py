@@ -3,7 +3,12 @@
 A claim compares two of our rows ("S1+S2" against "S2 only" on ACC, "TS" against "full" on CAM
 accuracy, ...). The verdict is `holds` when the mean difference exceeds the combined standard
 deviation over seeds (sqrt(std_a^2 + std_b^2)), and `not shown` otherwise, including when either
-side has fewer than two seeds: a single run has no spread to weigh a difference against.
+side has fewer than two seeds: a single run has no spread to weigh a difference against. The one
+exception is `none`, the pretrained backbone under greedy decoding: no stage trains it, so no seed
+can change it, and it enters as a fixed reference with std 0.
+
+`targets_table` checks the demo's own targets (the size of the GPPO effect it must show) from the
+per-seed metrics, and says `met` or `not met` for each.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import pandas as pd
 from cmr_rd.report.tables import summarise
 
 HOLDS, NOT_SHOWN = "holds", "not shown"
+MET, NOT_MET = "met", "not met"
 FIG5_CLASSES = ("CAM", "LVNC")
+# Rows no seed can change (the untrained backbone, greedy decoding): a fixed reference, std 0.
+FIXED_ROWS = frozenset({"none"})
 
 # (table, left row, right row, metric column, the paper's claim in words)
 TABLE_CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -46,18 +54,26 @@ def _side(table: pd.DataFrame, row: str, metric: str) -> tuple[float | None, flo
     record = match.iloc[0]
     mean, std = record[f"{metric}_mean"], record[f"{metric}_std"]
     mean = None if pd.isna(mean) else float(mean)
+    if row in FIXED_ROWS and int(record["seeds"]) == 1:
+        return mean, 0.0, FIXED
     return mean, None if pd.isna(std) else float(std), int(record["seeds"])
 
 
+FIXED = -1  # the seeds field of a fixed reference
+
+
 def judge(left: tuple, right: tuple) -> dict:
-    """Difference, combined std and verdict for two (mean, std, seeds) sides."""
+    """Difference, combined std and verdict for two (mean, std, seeds) sides; seeds FIXED marks a
+    fixed reference (std 0; it is compared, but a side that varies needs 2 seeds)."""
     (lm, ls, ln), (rm, rs, rn) = left, right
-    out = {"left_mean": lm, "left_std": ls, "left_seeds": ln,
-           "right_mean": rm, "right_std": rs, "right_seeds": rn}  # fmt: skip
+    out = {"left_mean": lm, "left_std": ls, "left_seeds": 1 if ln == FIXED else ln,
+           "right_mean": rm, "right_std": rs, "right_seeds": 1 if rn == FIXED else rn}  # fmt: skip
     if lm is None or rm is None:
         return {**out, "difference": None, "combined_std": None, "verdict": NOT_SHOWN}
     difference = lm - rm
-    if ln < 2 or rn < 2 or ls is None or rs is None:
+    if ln == FIXED and rn == FIXED:
+        return {**out, "difference": difference, "combined_std": None, "verdict": NOT_SHOWN}
+    if (ln != FIXED and ln < 2) or (rn != FIXED and rn < 2) or ls is None or rs is None:
         return {**out, "difference": difference, "combined_std": None, "verdict": NOT_SHOWN}
     combined = math.sqrt(ls**2 + rs**2)
     verdict = HOLDS if difference > combined else NOT_SHOWN
@@ -103,8 +119,8 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
         f"### {title}",
         "",
         "`holds`: the mean difference exceeds the combined std over seeds; `not shown`: it does "
-        "not, or a side has fewer than 2 seeds. Computed from the tables above and the GPPO "
-        "quota records.",
+        "not, or a side has fewer than 2 seeds (`none`, the untrained backbone, is a fixed "
+        "reference with std 0). Computed from the tables above and the GPPO quota records.",
         "",
         "| claim | ours (left) | ours (right) | difference | combined std | verdict |",
         "|:---|---:|---:|---:|---:|:---|",
@@ -116,4 +132,83 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
             f"| {side(r.right_mean, r.right_std, r.right_seeds)} | {number(r.difference)} "
             f"| {combined} | {r.verdict} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's targets: how large the GPPO effect must be, judged on means over seeds
+
+TARGET_COLUMNS = ["target", "ours", "required", "verdict"]
+
+
+def _per_seed(rows: dict, table: str, label: str, value) -> list[float]:
+    for row, metrics in rows.get(table, []):
+        if row == label:
+            return [float(value(m)) for m in metrics if value(m) is not None]
+    return []
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def targets_table(rows: dict) -> pd.DataFrame:
+    """The demo's targets from the per-seed metrics. `rows`: {table: [(row label, [metrics.json
+    dict per seed])]} as the report builds its tables. A target whose rows were not run is
+    `not met`: the report never passes what it could not measure."""
+    acc = lambda m: m["accuracy"]  # noqa: E731
+    cls = lambda c: lambda m: m["per_class_accuracy"][c]  # noqa: E731
+    rare = lambda m: (m["per_class_accuracy"]["CAM"] + m["per_class_accuracy"]["LVNC"]) / 2  # noqa: E731
+    iou = lambda m: m.get("mi_mean_iou")  # noqa: E731
+    records = []
+
+    def add(words: str, ours: float | None, required: float | None, met: bool) -> None:
+        records.append({"target": words, "ours": ours, "required": required,
+                        "verdict": MET if met else NOT_MET})  # fmt: skip
+
+    s1 = {k: _mean(_per_seed(rows, "table5", "S1 only", f)) for k, f in
+          (("ACC", acc), ("CAM", cls("CAM")), ("LVNC", cls("LVNC")))}  # fmt: skip
+    for key, f in (("ACC", acc), ("CAM", cls("CAM")), ("LVNC", cls("LVNC"))):
+        ours = _mean(_per_seed(rows, "table5", "S1+S2", f))
+        need = None if s1[key] is None else s1[key] + 0.10
+        what = "ACC" if key == "ACC" else f"{key} accuracy"
+        add(f"S1+S2 {what} >= S1 only + 0.10", ours, need,
+            ours is not None and need is not None and ours >= need - 1e-9)  # fmt: skip
+    ts, full = (_per_seed(rows, "table2", r, rare) for r in ("TS", "full"))
+    (tm, tsd, _), (fm, fsd, _) = summarise(ts), summarise(full)
+    combined = math.sqrt(tsd**2 + fsd**2) if tsd is not None and fsd is not None else None
+    need = None if fm is None or combined is None else fm + combined
+    add("TS > full on mean(CAM, LVNC) accuracy by more than the combined std", tm, need,
+        tm is not None and need is not None and tm > need)  # fmt: skip
+    s2, none = (_mean(_per_seed(rows, "table5", r, acc)) for r in ("S2 only", "none"))
+    add("S2 only ACC > none", s2, none, s2 is not None and none is not None and s2 > none)
+    on, off = (_mean(_per_seed(rows, "table4", r, iou)) for r in ("on", "off"))
+    add("MI mean IoU with the IoU reward >= 0.30", on, 0.30, on is not None and on >= 0.30)
+    add("MI mean IoU with the IoU reward > without", on, off,
+        on is not None and off is not None and on > off)  # fmt: skip
+    for table, label in (("table5", "S1+S2"), ("table2", "TS"), ("table2", "static"),
+                         ("table2", "full")):  # fmt: skip
+        n = len(_per_seed(rows, table, label, acc))
+        add(f"seeds on the {label} row >= 3", float(n), 3.0, n >= 3)
+    frame = pd.DataFrame.from_records(records, columns=TARGET_COLUMNS)
+    for column in ("ours", "required"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def targets_markdown(frame: pd.DataFrame, title: str) -> str:
+    def number(x) -> str:
+        return "–" if pd.isna(x) else f"{x:.3f}"
+
+    lines = [
+        f"### {title}",
+        "",
+        "The size of the GPPO effect the demo must show (test split, means over seeds). "
+        "`not met` is reported as measured; nothing here is tuned on the test split.",
+        "",
+        "| target | ours | required | verdict |",
+        "|:---|---:|---:|:---|",
+    ]
+    for r in frame.itertuples(index=False):
+        lines.append(f"| {r.target} | {number(r.ours)} | {number(r.required)} | {r.verdict} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""Guard: GPPO moves what it samples.
+
+One GPPO phase whose Thompson-sampled quotas over-sample a class (NOR, the class the posterior
+says the model gets wrong) must raise that class's answer reward on held-out prompts, against the
+same phase from the same checkpoint with `full` sampling (the pool's own class shares). This is
+the mechanism behind every sampling claim of the paper (Table 2, Fig. 5): if the quota order
+stopped reaching the trainer, or the rewards stopped reaching the update, the two would agree.
+
+A tiny Gemma3 gets a short cold start on ring phantoms here, so the file needs no demo run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cmr_rd.gppo.posterior import Posterior
+from cmr_rd.gppo.quotas import plan_phase
+from cmr_rd.gppo.rewards import RewardConfig
+from cmr_rd.gppo.train import GPPOConfig, train_phase
+from cmr_rd.model.backbone import TinyConfig, build_tiny
+from cmr_rd.model.generate import check_checkpoint
+from cmr_rd.model.train import TrainConfig, train
+from test_train import _corpus, make_rings
+
+B, G = 6, 4
+# The posterior after a probe on which NOR was mostly wrong and HCM/DCM mostly right: its draws
+# give NOR most of every batch.
+POSTERIOR = Posterior(
+    alpha={"HCM": 20, "DCM": 20, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 2},
+    beta={"HCM": 2, "DCM": 2, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 20},
+)
+MARGIN = 0.5  # answer reward (0 or 2.0 per prompt): TS must lead by a quarter of the scale
+
+
+@pytest.fixture(scope="module")
+def cold_start(tmp_path_factory) -> Path:
+    """A tiny model that follows the answer format on rings after a few SFT steps."""
+    root = tmp_path_factory.mktemp("effect")
+    model = build_tiny(root / "tiny", _corpus(), TinyConfig())
+    data = make_rings(root / "sft", per_class=12, seed=11)
+    cfg = TrainConfig(stage="sft", max_steps=40, batch_size=8, lr=3e-3, save_steps=1000,
+                      logging_steps=10, threads=1, seed=5)  # fmt: skip
+    train(model, data, root / "sft_out", cfg)
+    return root / "sft_out" / "final"
+
+
+def _phase(prompts: list[dict], strategy: str, path: Path) -> dict[str, int]:
+    plan = plan_phase([r["label"] for r in prompts], POSTERIOR, strategy=strategy, batch_size=B,
+                      n_batches=4, pool_threshold=2, seed=3, phase=2)  # fmt: skip
+    rows = [{**prompts[i], "batch": k} for k, ids in enumerate(plan.batches) for i in ids]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dict(Counter(r["label"] for r in rows))
+
+
+def _nor_answer_reward(model: Path, held_out: Path) -> float:
+    report = check_checkpoint(model, held_out, batch_size=32, max_new_tokens=48)
+    return 2.0 * report["per_class_accuracy"]["NOR"]  # answer weight x valid, right answers
+
+
+def test_one_ts_phase_raises_the_answer_reward_of_the_class_it_over_samples(cold_start, tmp_path):
+    pool = make_rings(tmp_path / "pool", per_class=8, seed=21, with_answer=False)
+    prompts = [json.loads(line) for line in pool.read_text().splitlines()]
+    held = make_rings(tmp_path / "held", per_class=10, seed=31, with_answer=False)
+    nor_only = tmp_path / "held_nor.jsonl"
+    nor_only.write_text(
+        "".join(line + "\n" for line in held.read_text().splitlines() if '"NOR"' in line)
+    )
+    cfg = GPPOConfig(epochs=1.0, batch_prompts=B, num_generations=G, micro_batch=B * G,
+                     max_completion_length=48, save_steps=1000, threads=1, lr=2e-3, seed=7)  # fmt: skip
+    rewards = RewardConfig(use_iou=False)
+    before = _nor_answer_reward(cold_start, nor_only)
+    after, shares = {}, {}
+    for strategy in ("ts", "full"):
+        counts = _phase(prompts, strategy, tmp_path / f"{strategy}.jsonl")
+        shares[strategy] = counts.get("NOR", 0) / sum(counts.values())
+        out = tmp_path / strategy
+        train_phase(cold_start, cold_start, tmp_path / f"{strategy}.jsonl", out, cfg, rewards, 2)
+        after[strategy] = _nor_answer_reward(out / "final", nor_only)
+    # The quotas over-sample NOR under TS and not under full sampling ...
+    assert shares["ts"] >= 0.5 > shares["full"], shares
+    # ... and the phase moves the policy toward what it sampled.
+    assert after["ts"] >= after["full"] + MARGIN, (before, after)
