@@ -83,10 +83,17 @@ class GPPOConfig:
     lr: float = 3e-4
     lr_decay: float = 0.7
     lr_scheduler: str = "constant"
+    # Each phase starts a fresh optimizer; Adam's first steps move every weight by about lr
+    # whatever its gradient, so a warm-up keeps them from breaking a tiny model's format.
+    warmup_ratio: float = 0.0
     beta: float = 0.04  # KL coefficient (k3 estimator)
     epsilon: float = 0.2  # clip range
     entropy_coef: float = 0.0  # η
     temperature: float = 1.0
+    # Ours: nucleus sampling for the rollouts (1.0 = off). A tiny model's long reasoning breaks
+    # the format whenever one tail token is drawn; the nucleus keeps the varied answers and
+    # drops the tail.
+    top_p: float = 1.0
     max_completion_length: int = 256
     save_steps: int = 20
     save_total_limit: int = 2
@@ -106,6 +113,10 @@ class GPPOConfig:
             raise TrainInputError("set max_steps > 0 or epochs > 0")
         if self.temperature <= 0:
             raise TrainInputError("temperature must be > 0: GRPO needs sampled, varied completions")
+        if not 0 <= self.warmup_ratio < 1:
+            raise TrainInputError("warmup_ratio must be in [0, 1)")
+        if not 0 < self.top_p <= 1:
+            raise TrainInputError("top_p must be in (0, 1]")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> GPPOConfig:
@@ -353,6 +364,7 @@ def make_trainer(
         num_generations=cfg.num_generations,
         learning_rate=cfg.phase_lr(phase),
         lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of the steps
         beta=cfg.beta,
         epsilon=cfg.epsilon,
         loss_type="grpo",
@@ -360,6 +372,7 @@ def make_trainer(
         use_bias_correction_kl=False,
         entropy_coef=cfg.entropy_coef,
         temperature=cfg.temperature,
+        top_p=cfg.top_p,
         max_completion_length=cfg.max_completion_length,
         shuffle_dataset=False,  # the quota order is the order
         **common_training_args(cfg, precision),
