@@ -53,7 +53,8 @@ def main() -> None:
                 row = next(csv.DictReader(handle, delimiter="\t"))
             name = tsv.relative_to(root).with_suffix("").as_posix()
             jobs[name.replace("/", " ")] = round(float(row["s"]), 1)
-            rule = {"gppo": "gppo_train", "eval": "evaluate"}.get(name.split("/")[0], name)
+            first = name.split("/")[0]  # nested: gppo/RUN/seedS/phaseT, eval/MODEL, sft/seedS
+            rule = {"gppo": "gppo_train", "eval": "evaluate"}.get(first, first)
             per_rule[rule].append(float(row["s"]))
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)

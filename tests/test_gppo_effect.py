@@ -1,8 +1,9 @@
 """Guard: GPPO moves what it samples.
 
-One GPPO phase whose Thompson-sampled quotas over-sample a class (NOR, the class the posterior
-says the model gets wrong) must raise that class's answer reward on held-out prompts, against the
-same phase from the same checkpoint with `full` sampling (the pool's own class shares). This is
+One GPPO phase whose Thompson-sampled quotas over-sample a class (HCM, the class the posterior
+says the model gets wrong; the cold start answers NOR to every ring) must raise that class's
+answer reward on held-out prompts, against the same phase from the same checkpoint with `full`
+sampling (the pool's own class shares). This is
 the mechanism behind every sampling claim of the paper (Table 2, Fig. 5): if the quota order
 stopped reaching the trainer, or the rewards stopped reaching the update, the two would agree.
 
@@ -27,22 +28,22 @@ from cmr_rd.model.train import TrainConfig, train
 from test_train import _corpus, make_rings
 
 B, G = 6, 4
-# The posterior after a probe on which NOR was mostly wrong and HCM/DCM mostly right: its draws
-# give NOR most of every batch.
+# The posterior after a probe on which HCM was mostly wrong and DCM/NOR mostly right: its draws
+# give HCM most of every batch.
 POSTERIOR = Posterior(
-    alpha={"HCM": 20, "DCM": 20, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 2},
-    beta={"HCM": 2, "DCM": 2, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 20},
+    alpha={"HCM": 2, "DCM": 20, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 20},
+    beta={"HCM": 20, "DCM": 2, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 2},
 )
 MARGIN = 0.5  # answer reward (0 or 2.0 per prompt): TS must lead by a quarter of the scale
 
 
 @pytest.fixture(scope="module")
 def cold_start(tmp_path_factory) -> Path:
-    """A tiny model that follows the answer format on rings after a few SFT steps."""
+    """A tiny model that follows the answer format on rings (and answers NOR to all of them)."""
     root = tmp_path_factory.mktemp("effect")
     model = build_tiny(root / "tiny", _corpus(), TinyConfig())
     data = make_rings(root / "sft", per_class=12, seed=11)
-    cfg = TrainConfig(stage="sft", max_steps=40, batch_size=8, lr=3e-3, save_steps=1000,
+    cfg = TrainConfig(stage="sft", max_steps=120, batch_size=8, lr=3e-3, save_steps=1000,
                       logging_steps=10, threads=1, seed=5)  # fmt: skip
     train(model, data, root / "sft_out", cfg)
     return root / "sft_out" / "final"
@@ -50,37 +51,38 @@ def cold_start(tmp_path_factory) -> Path:
 
 def _phase(prompts: list[dict], strategy: str, path: Path) -> dict[str, int]:
     plan = plan_phase([r["label"] for r in prompts], POSTERIOR, strategy=strategy, batch_size=B,
-                      n_batches=4, pool_threshold=2, seed=3, phase=2)  # fmt: skip
+                      n_batches=6, pool_threshold=2, seed=3, phase=2)  # fmt: skip
     rows = [{**prompts[i], "batch": k} for k, ids in enumerate(plan.batches) for i in ids]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return dict(Counter(r["label"] for r in rows))
 
 
-def _nor_answer_reward(model: Path, held_out: Path) -> float:
+def _hcm_answer_reward(model: Path, held_out: Path) -> float:
     report = check_checkpoint(model, held_out, batch_size=32, max_new_tokens=48)
-    return 2.0 * report["per_class_accuracy"]["NOR"]  # answer weight x valid, right answers
+    return 2.0 * report["per_class_accuracy"]["HCM"]  # answer weight x valid, right answers
 
 
 def test_one_ts_phase_raises_the_answer_reward_of_the_class_it_over_samples(cold_start, tmp_path):
     pool = make_rings(tmp_path / "pool", per_class=8, seed=21, with_answer=False)
     prompts = [json.loads(line) for line in pool.read_text().splitlines()]
     held = make_rings(tmp_path / "held", per_class=10, seed=31, with_answer=False)
-    nor_only = tmp_path / "held_nor.jsonl"
-    nor_only.write_text(
-        "".join(line + "\n" for line in held.read_text().splitlines() if '"NOR"' in line)
+    hcm_only = tmp_path / "held_hcm.jsonl"
+    hcm_only.write_text(
+        "".join(line + "\n" for line in held.read_text().splitlines() if '"HCM"' in line)
     )
     cfg = GPPOConfig(epochs=1.0, batch_prompts=B, num_generations=G, micro_batch=B * G,
-                     max_completion_length=48, save_steps=1000, threads=1, lr=2e-3, seed=7)  # fmt: skip
+                     max_completion_length=48, save_steps=1000, threads=1, lr=5e-4, seed=7)  # fmt: skip
     rewards = RewardConfig(use_iou=False)
-    before = _nor_answer_reward(cold_start, nor_only)
+    before = _hcm_answer_reward(cold_start, hcm_only)
     after, shares = {}, {}
     for strategy in ("ts", "full"):
         counts = _phase(prompts, strategy, tmp_path / f"{strategy}.jsonl")
-        shares[strategy] = counts.get("NOR", 0) / sum(counts.values())
+        shares[strategy] = counts.get("HCM", 0) / sum(counts.values())
         out = tmp_path / strategy
         train_phase(cold_start, cold_start, tmp_path / f"{strategy}.jsonl", out, cfg, rewards, 2)
-        after[strategy] = _nor_answer_reward(out / "final", nor_only)
-    # The quotas over-sample NOR under TS and not under full sampling ...
+        after[strategy] = _hcm_answer_reward(out / "final", hcm_only)
+    # The quotas over-sample HCM under TS and not under full sampling ...
     assert shares["ts"] >= 0.5 > shares["full"], shares
     # ... and the phase moves the policy toward what it sampled.
     assert after["ts"] >= after["full"] + MARGIN, (before, after)
+    assert after["ts"] > before, (before, after)

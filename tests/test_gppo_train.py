@@ -75,7 +75,8 @@ def _cfg(**overrides) -> GPPOConfig:
 def test_trainer_settings_are_the_methods(tiny, prompts, tmp_path):
     _phase_dataset(prompts, tmp_path / "phase.jsonl")
     model, processor = load_policy(tiny, tiny)
-    cfg = _cfg(beta=0.05, epsilon=0.3, entropy_coef=0.002, lr=1e-3, lr_decay=0.5)
+    cfg = _cfg(beta=0.05, epsilon=0.3, entropy_coef=0.002, lr=1e-3, lr_decay=0.5, top_p=0.9,
+               warmup_ratio=0.25, lr_scheduler="constant_with_warmup")  # fmt: skip
     dataset = build_prompt_dataset([json.loads(x) for x in open(tmp_path / "phase.jsonl")])
     trainer = make_trainer(model, processor, dataset, tmp_path, cfg, RewardConfig(), 3, 1)
     args = trainer.args
@@ -84,6 +85,8 @@ def test_trainer_settings_are_the_methods(tiny, prompts, tmp_path):
     assert (args.beta, args.epsilon, args.entropy_coef) == (0.05, 0.3, 0.002)
     assert args.learning_rate == pytest.approx(1e-3 * 0.5**2)  # lr_3 = lr_1 * decay^(3-1)
     assert args.num_generations == G and args.num_train_epochs == 2.0
+    assert args.top_p == 0.9 and args.warmup_steps == 0.25  # our options reach the trainer
+    assert args.lr_scheduler_type == "constant_with_warmup"
     # One generation batch = one quota batch of B prompts x G completions = one optimizer step.
     assert args.generation_batch_size == B * G
     assert args.steps_per_generation == args.gradient_accumulation_steps == B * G // 8
@@ -102,6 +105,15 @@ def test_batch_arithmetic_refuses_a_split_that_breaks_batches():
     }
     with pytest.raises(TrainInputError, match="split evenly"):
         batch_arithmetic(_cfg(micro_batch=6), world_size=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("top_p", 0.0, "top_p must be in"), ("warmup_ratio", 1.0, "warmup_ratio must be in")],
+)
+def test_sampling_and_warmup_options_are_checked(key, value, message):
+    with pytest.raises(TrainInputError, match=message):
+        _cfg(**{key: value})
 
 
 def test_every_generation_batch_is_one_quota_batch(tiny, prompts, tmp_path):
