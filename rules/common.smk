@@ -84,7 +84,7 @@ def ingest_inputs(wildcards=None):
 
 
 def final_targets():
-    return [
+    targets = [
         f"{INGEST}/manifest.parquet",
         f"{INGEST}/qc/manifest.json",
         "results/rewrite/qc/manifest.json",
@@ -92,11 +92,14 @@ def final_targets():
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
         f"{REPORT}/report.md",
-    ] + expand(f"{SFT}/probe_check.json", seed=GPPO_CFG["seeds"]) + expand(
+    ]
+    cold_starts = expand(f"{SFT}/probe_check.json", seed=GPPO_CFG["seeds"])
+    runs = expand(
         f"{RUN}/summary/probe_accuracy.csv",
         run=GPPO_CFG["runs"],
         seed=GPPO_CFG["seeds"],
     )
+    return targets + cold_starts + runs
 
 
 def review_decisions(wildcards):

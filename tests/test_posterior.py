@@ -101,3 +101,22 @@ def test_density_is_the_beta_pdf_and_integrates_to_one():
     assert density(post, "CAM", np.array([0.25]))[0] == pytest.approx(0.25 * 0.75**4.5 * 35.75)
     with pytest.raises(ValueError, match="LVNC"):
         density(post, "LVNC", np.array([0.5]))
+
+
+def test_a_phase_starts_from_flat_previous_or_the_start_models_probe(tmp_path):
+    from cmr_rd.gppo.posterior import load_prior
+
+    assert load_prior([]) == Posterior.uniform()
+    previous = Posterior(alpha=dict.fromkeys(CLASSES, 3.0), beta=dict.fromkeys(CLASSES, 2.0))
+    path = tmp_path / "posterior.json"
+    path.write_text(json.dumps({"posterior": previous.to_dict()}))
+    assert load_prior([path]) == previous
+    # The cold start's probe check (gppo.prior start_probe): Beta(1, 1) plus its counts.
+    check = tmp_path / "probe_check.json"
+    correct = dict.fromkeys(CLASSES, 0) | {"HCM": 28, "LVNC": 2}
+    check.write_text(json.dumps({"per_class_correct": correct,
+                                 "per_class_n": dict.fromkeys(CLASSES, 30)}))  # fmt: skip
+    prior = load_prior([check])
+    assert prior.alpha["HCM"] == 29 and prior.beta["HCM"] == 3
+    assert prior.alpha["LVNC"] == 3 and prior.beta["LVNC"] == 29
+    assert prior.alpha["MI"] == 1 and prior.beta["MI"] == 31
