@@ -275,6 +275,12 @@ def report_outputs() -> dict:
         subcategory="Tables",
     )
     outputs["claims_md"] = f"{REPORT}/claims.md"
+    outputs["targets_csv"] = report(
+        f"{REPORT}/targets.csv",
+        caption="../report/targets.rst",
+        category="5 Evaluation",
+        subcategory="Tables",
+    )
     return outputs
 
 

@@ -380,6 +380,14 @@ def test_report_tables_are_the_evaluations(run):
     difference = table5.loc["S1 only", "ACC_mean"] - table5.loc["none", "ACC_mean"]
     assert row["difference"] == pytest.approx(difference, abs=1e-6)
     assert set(checked["verdict"]) == {"not shown"}
+    # The demo's targets come from the same evaluations: one seed here, so the seed counts fail.
+    targets = pd.read_csv(report / "targets.csv").set_index("target")
+    assert set(targets["verdict"]) <= {"met", "not met"}
+    assert targets.loc["seeds on the S1+S2 row >= 3", "verdict"] == "not met"
+    assert targets.loc["S1+S2 ACC >= S1 only + 0.10", "required"] == pytest.approx(
+        table5.loc["S1 only", "ACC_mean"] + 0.10, abs=1e-6
+    )
+    assert "The demo's targets" in summary
     assert "Claims of the paper, checked against our tables" in summary
     assert "\\toprule" in (report / "table5.tex").read_text()
     for name in ("confusion", "gallery", "training_curves", "quota_shares", "posteriors"):
@@ -400,7 +408,7 @@ def test_snakemake_html_report_holds_the_tables_and_figures(run):
     embedded = dict(re.findall(r'"data:[^;]+;charset=utf8;filename=([^;]+);base64,([^"]+)"', html))
     report = run / "results/report"
     tables = ("table1.csv", "table2.csv", "table4.csv", "table5.csv", "paper_table5.csv")
-    for name in (*tables, "claims.csv"):
+    for name in (*tables, "claims.csv", "targets.csv"):
         assert base64.b64decode(embedded[name]) == (report / name).read_bytes(), name
     for name in ("confusion.png", "gallery.png", "training_curves.png"):
         assert base64.b64decode(embedded[name]) == (report / "figures" / name).read_bytes()

@@ -63,6 +63,7 @@ def main(sm) -> None:
     checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
     claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
     targets = claims.targets_table(rows)
+    targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
     targets_md = claims.targets_markdown(targets, "The demo's targets")
     Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
     parts.extend([claims_md, targets_md])
