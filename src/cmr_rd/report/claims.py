@@ -25,6 +25,7 @@ MET, NOT_MET = "met", "not met"
 FIG5_CLASSES = ("CAM", "LVNC")
 # Rows no seed can change (the untrained backbone, greedy decoding): a fixed reference, std 0.
 FIXED_ROWS = frozenset({"none"})
+FIXED = -1  # the seeds field of a fixed reference
 
 # (table, left row, right row, metric column, the paper's claim in words)
 TABLE_CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -57,9 +58,6 @@ def _side(table: pd.DataFrame, row: str, metric: str) -> tuple[float | None, flo
     if row in FIXED_ROWS and int(record["seeds"]) == 1:
         return mean, 0.0, FIXED
     return mean, None if pd.isna(std) else float(std), int(record["seeds"])
-
-
-FIXED = -1  # the seeds field of a fixed reference
 
 
 def judge(left: tuple, right: tuple) -> dict:
@@ -152,14 +150,27 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _acc(m: dict) -> float:
+    return m["accuracy"]
+
+
+def _class_acc(cls: str):
+    return lambda m: m["per_class_accuracy"][cls]
+
+
+def _cam_lvnc(m: dict) -> float:
+    return (m["per_class_accuracy"]["CAM"] + m["per_class_accuracy"]["LVNC"]) / 2
+
+
+def _mi_iou(m: dict) -> float | None:
+    return m.get("mi_mean_iou")
+
+
 def targets_table(rows: dict) -> pd.DataFrame:
     """The demo's targets from the per-seed metrics. `rows`: {table: [(row label, [metrics.json
     dict per seed])]} as the report builds its tables. A target whose rows were not run is
     `not met`: the report never passes what it could not measure."""
-    acc = lambda m: m["accuracy"]  # noqa: E731
-    cls = lambda c: lambda m: m["per_class_accuracy"][c]  # noqa: E731
-    rare = lambda m: (m["per_class_accuracy"]["CAM"] + m["per_class_accuracy"]["LVNC"]) / 2  # noqa: E731
-    iou = lambda m: m.get("mi_mean_iou")  # noqa: E731
+    acc, cls, rare, iou = _acc, _class_acc, _cam_lvnc, _mi_iou
     records = []
 
     def add(words: str, ours: float | None, required: float | None, met: bool) -> None:
