@@ -32,7 +32,7 @@ from cmr_rd.gppo.train import (
     load_policy,
     make_trainer,
 )
-from cmr_rd.model.train import load_records
+from cmr_rd.model.runtime import load_records
 
 RUN = "results/gppo/sft-ts-iou/seed1/phase1/dataset.jsonl"
 

@@ -281,9 +281,9 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tiny, rings, tmp
     assert json.loads((resumed / "train_summary.json").read_text())["resumed_from_step"] == 3
     weights = "final/model.safetensors"
     assert (resumed / weights).read_bytes() == (whole / weights).read_bytes()
-    with (whole / "loss.csv").open() as a, (resumed / "loss.csv").open() as b:
-        later = [row["loss"] for row in csv.DictReader(a)][3:]
-        assert [row["loss"] for row in csv.DictReader(b)] == later
+    # The per-step log comes from the checkpoint's log history plus the steps trained since: the
+    # resumed run's loss.csv is the uninterrupted run's, steps 1-3 included.
+    assert (resumed / "loss.csv").read_bytes() == (whole / "loss.csv").read_bytes()
 
 
 def _free_port() -> int:

@@ -29,7 +29,7 @@ from cmr_rd.evaluate.metrics import compute_metrics, sample_table
 from cmr_rd.evaluate.scoring import answer_loglikelihoods, count_forward_passes
 from cmr_rd.model.backbone import BackboneError, check_image_size, load_backbone
 from cmr_rd.model.generate import greedy_completions
-from cmr_rd.model.train import TrainInputError, load_records
+from cmr_rd.model.runtime import TrainInputError, load_records
 
 EXIT_BAD_INPUT = 2
 

@@ -24,7 +24,7 @@ import torch
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.model.generate import prompt_messages
-from cmr_rd.model.train import open_image
+from cmr_rd.model.runtime import open_image
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmr_rd.model.train import open_image
+from cmr_rd.model.runtime import open_image
 
 # Each categorical finding and its values; "" is "no enhancement" for the wall.
 CATEGORICAL: dict[str, tuple[Any, ...]] = {

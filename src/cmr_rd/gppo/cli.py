@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from cmr_rd.gppo.rewards import RewardConfig
     from cmr_rd.gppo.train import GPPOConfig, train_phase
-    from cmr_rd.model.train import Preempted, TrainInputError
+    from cmr_rd.model.runtime import Preempted, TrainInputError
 
     try:
         try:

@@ -14,9 +14,12 @@ What the paper fixes, and how it maps onto TRL 1.16:
 - the KL reference is the SFT checkpoint for every phase, not the phase's starting checkpoint:
   TRL builds the reference from `model.config._name_or_path`, so that is pointed at the SFT folder.
 
-`GPPOTrainer` records, from inside the trainer, what each generation batch held (prompt ids and
-classes) and what each completion scored per reward component. That record is how the tests
-verify the quota composition from the trainer's side, and it is the per-class reward log.
+`BatchRecorder` records, through TRL's reward-function arguments (the dataset's `id` and `label`
+columns, `trainer_state`), what each generation batch held and what each completion scored per
+reward component. That record is how the tests verify the quota composition from the trainer's
+side, and it is the per-class reward log. Its entries go into `Trainer.state.log_history`, which
+every checkpoint saves, so a resumed phase rebuilds its logs from the checkpoint it resumes.
+Run folder, resume and preemption are the shared training runtime's (`cmr_rd.model.runtime`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import csv
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,23 +44,17 @@ from cmr_rd.model.backbone import (
     load_backbone,
     set_trainable,
 )
-from cmr_rd.model.train import (
-    Preempted,
+from cmr_rd.model.runtime import (
+    TrainingRun,
     TrainInputError,
-    _make_callbacks,
-    _precision,
-    _reset_tokenizer_state,
-    _sigterm_sets,
-    _StopFlag,
-    _trim_loss_csv,
-    checkpoint_step,
     common_training_args,
     config_from_mapping,
-    latest_checkpoint,
     load_records,
     open_image,
+    precision,
+    preemptible,
+    set_cpu_threads,
     tensorboard_dir,
-    weights_to_load,
 )
 
 REWARD_FIELDS = (
@@ -193,10 +191,11 @@ def build_prompt_dataset(records: list[dict[str, Any]]) -> Any:
 class BatchRecorder:
     """Collects per-completion reward components while TRL scores a generation batch.
 
-    The reward functions are wrapped so that each call stores its values; at the end of the batch
-    the values, ids and labels of all processes are gathered (TRL's own order: process 0's rows
-    first), and the main process appends one row per class to rewards.csv and one line per batch
-    to batches.jsonl.
+    The reward functions are wrapped: each call stores its values, and the last one of a batch
+    gathers the values, ids and labels of all processes (TRL's own order: process 0's rows
+    first) from its arguments. The main process then appends one row per class to rewards.csv
+    and one line per batch to batches.jsonl, and keeps the batch as an entry that
+    `RecorderCallback` moves into the Trainer's log history at the step's end.
     """
 
     def __init__(self, out_dir: Path, phase: int, num_generations: int, is_main: bool) -> None:
@@ -206,34 +205,48 @@ class BatchRecorder:
         self.num_generations = num_generations
         self.is_main = is_main
         self.current: dict[str, list[float]] = {}
-        self.totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.wrapped = 0
+        self.history: list[dict[str, Any]] = []  # {"step", "gppo_rewards", "gppo_batch"}
+        self.pending: list[dict[str, Any]] = []  # recorded, not yet in the log history
 
-    def wrap(self, function):
+    def wrap(self, function: Callable[..., list[float]]) -> Callable[..., list[float]]:
         name = function.__name__.removesuffix("_reward")
+        self.wrapped += 1
 
         def recorded(*args, **kwargs):
             values = function(*args, **kwargs)
             self.current[name] = list(values)
+            if len(self.current) == self.wrapped and "trainer_state" in kwargs:
+                from accelerate.utils import gather_object
+
+                ids = gather_object([str(x) for x in kwargs["id"]])
+                labels = gather_object([str(x) for x in kwargs["label"]])
+                self.finish_batch(kwargs["trainer_state"].global_step + 1, ids, labels)
             return values
 
         recorded.__name__ = function.__name__
         return recorded
 
+    def restore(self, log_history: list[dict[str, Any]]) -> None:
+        """Rebuild the logs from the Trainer's history: empty for a fresh run, the checkpoint's
+        batches for a resumed one (the steps after it are trained and recorded again)."""
+        self.history = [entry for entry in log_history if "gppo_rewards" in entry]
+        self.pending = []
+        self._rewrite()
+
     def trim(self, keep_through: int) -> None:
-        """On resume, drop what the steps about to be redone had logged."""
+        """Drop what steps after `keep_through` recorded."""
+        self.history = [entry for entry in self.history if entry["step"] <= keep_through]
+        self.pending = [entry for entry in self.pending if entry["step"] <= keep_through]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
         if not self.is_main:
             return
-        if self.rewards_csv.exists():
-            with self.rewards_csv.open(newline="", encoding="utf-8") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= keep_through]
-            self._write_rows(rows, mode="w")
-        if self.batches_jsonl.exists():
-            lines = [
-                line
-                for line in self.batches_jsonl.read_text(encoding="utf-8").splitlines()
-                if line and json.loads(line)["step"] <= keep_through
-            ]
-            self.batches_jsonl.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        self.rewards_csv.parent.mkdir(parents=True, exist_ok=True)
+        self._write_rows([row for e in self.history for row in e["gppo_rewards"]], mode="w")
+        lines = [json.dumps(e["gppo_batch"]) + "\n" for e in self.history]
+        self.batches_jsonl.write_text("".join(lines), encoding="utf-8")
 
     def _write_rows(self, rows: list[dict], mode: str = "a") -> None:
         new = mode == "w" or not self.rewards_csv.exists() or self.rewards_csv.stat().st_size == 0
@@ -268,30 +281,59 @@ class BatchRecorder:
             row["zero_spread_groups"] = sum(flat)
             row["zero_spread_fraction"] = f"{sum(flat) / len(flat):.6f}"
             rows.append(row)
+        batch = {"step": step, "prompt_ids": [grp[0] for grp in groups],
+                 "labels": [grp[1] for grp in groups],
+                 "group_sizes": sorted({len(grp[2]) for grp in groups})}  # fmt: skip
+        entry = {"step": step, "gppo_rewards": rows, "gppo_batch": batch}
+        self.history.append(entry)
+        self.pending.append(entry)
         self._write_rows(rows)
         with self.batches_jsonl.open("a", encoding="utf-8") as handle:
-            handle.write(
-                json.dumps(
-                    {"step": step, "prompt_ids": [grp[0] for grp in groups],
-                     "labels": [grp[1] for grp in groups],
-                     "group_sizes": sorted({len(grp[2]) for grp in groups})}
-                ) + "\n"
-            )  # fmt: skip
+            handle.write(json.dumps(batch) + "\n")
+
+
+def _recorder_callback(recorder: BatchRecorder) -> Any:
+    from transformers import TrainerCallback
+
+    class RecorderCallback(TrainerCallback):
+        """Puts the recorder's batches into the log history before a step's checkpoint is
+        saved, and rebuilds its files from the history the run starts (or resumes) with."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            recorder.restore(state.log_history)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            state.log_history.extend(recorder.pending)
+            recorder.pending = []
+
+    return RecorderCallback()
+
+
+def _timed(function: Callable[..., list[float]], timings: dict[str, float]):
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            timings["reward"] += time.perf_counter() - started
+
+    timed.__name__ = function.__name__
+    return timed
 
 
 def _trainer_class() -> type:
-    from accelerate.utils import gather_object
     from trl import GRPOTrainer
 
     class GPPOTrainer(GRPOTrainer):
-        """GRPOTrainer plus the batch recorder and a time split (generation/reward/loss)."""
+        """GRPOTrainer plus a time split (generation / reward / log-probs / loss + backward).
 
-        recorder: BatchRecorder | None = None
+        TRL times these blocks only for wandb/mlflow/trackio (`profiling_context`), so the two
+        overrides below measure generation and the whole scoring pass; the rewards are timed
+        by their wrappers and the step by the public `training_step`.
+        """
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.timings = defaultdict(float)
-            self.rollouts = 0
+        timings: dict[str, float]
+        rollouts = 0
 
         def _generate(self, prompts):
             started = time.perf_counter()
@@ -300,21 +342,10 @@ def _trainer_class() -> type:
             finally:
                 self.timings["generation"] += time.perf_counter() - started
 
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            started = time.perf_counter()
-            try:
-                return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            finally:
-                self.timings["reward"] += time.perf_counter() - started
-
         def _generate_and_score_completions(self, inputs):
             started = time.perf_counter()
             output = super()._generate_and_score_completions(inputs)
-            ids = gather_object([str(x["id"]) for x in inputs])
-            labels = gather_object([str(x["label"]) for x in inputs])
-            self.rollouts += len(ids)
-            if self.recorder is not None:
-                self.recorder.finish_batch(self.state.global_step + 1, ids, labels)
+            self.rollouts += len(inputs) * self.accelerator.num_processes
             self.timings["generate_and_score"] += time.perf_counter() - started
             return output
 
@@ -354,7 +385,6 @@ def make_trainer(
     from trl import GRPOConfig
 
     sizes = batch_arithmetic(cfg, world_size)
-    precision = _precision()
     args = GRPOConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -375,21 +405,23 @@ def make_trainer(
         top_p=cfg.top_p,
         max_completion_length=cfg.max_completion_length,
         shuffle_dataset=False,  # the quota order is the order
-        **common_training_args(cfg, precision),
+        **common_training_args(cfg, precision()),
     )
-    trainer_class = _trainer_class()
+    timings: dict[str, float] = defaultdict(float)
     functions = reward_functions(rewards)
     if recorder is not None:
         functions = [recorder.wrap(f) for f in functions]
+    functions = [_timed(f, timings) for f in functions]
     with tensorboard_dir(out_dir / "tensorboard"):
-        trainer = trainer_class(
+        trainer = _trainer_class()(
             model=model,
             args=args,
             reward_funcs=functions,
             train_dataset=dataset,
             processing_class=processor,
+            callbacks=[_recorder_callback(recorder)] if recorder is not None else None,
         )
-    trainer.recorder = recorder
+    trainer.timings = timings
     return trainer
 
 
@@ -417,115 +449,69 @@ def train_phase(
     rewards: RewardConfig,
     phase: int,
 ) -> dict:
-    """Train one phase; write final/, rewards.csv, batches.jsonl, train_summary.json.
+    """Train one phase; write final/, rewards.csv, batches.jsonl, loss.csv, train_summary.json.
 
     Resumes from the newest checkpoint in out_dir; SIGTERM saves and raises `Preempted`.
     """
-    flag = _StopFlag()
-    with _sigterm_sets(flag):
-        return _train_phase(
-            Path(model_path), Path(ref_path), Path(dataset_jsonl), Path(out_dir), cfg, rewards,
-            phase, flag,
-        )  # fmt: skip
-
-
-def _train_phase(
-    model_path: Path,
-    ref_path: Path,
-    dataset_jsonl: Path,
-    out_dir: Path,
-    cfg: GPPOConfig,
-    rewards: RewardConfig,
-    phase: int,
-    flag: _StopFlag,
-) -> dict:
-    from transformers import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     if phase < 1:
         raise TrainInputError(f"phase must be >= 1, got {phase}")
-    records = load_records(dataset_jsonl, need_assistant=False)
-    missing = [r.get("id") for r in records if not r.get("label")]
-    if missing:
-        raise TrainInputError(f"{dataset_jsonl}: records without a label: {missing[:3]}")
-    if len(records) % cfg.batch_prompts:
-        raise TrainInputError(
-            f"{dataset_jsonl}: {len(records)} prompts is not a whole number of batches of "
-            f"{cfg.batch_prompts}; TRL would drop the short last batch"
+    with preemptible() as flag:
+        run = TrainingRun(Path(out_dir), flag)
+        records = load_records(dataset_jsonl, need_assistant=False)
+        missing = [r.get("id") for r in records if not r.get("label")]
+        if missing:
+            raise TrainInputError(f"{dataset_jsonl}: records without a label: {missing[:3]}")
+        if len(records) % cfg.batch_prompts:
+            raise TrainInputError(
+                f"{dataset_jsonl}: {len(records)} prompts is not a whole number of batches of "
+                f"{cfg.batch_prompts}; TRL would drop the short last batch"
+            )
+        set_cpu_threads(cfg.threads)
+        model, processor = load_policy(run.weights(model_path), ref_path)
+        family = family_of(model)
+
+        from accelerate import PartialState
+
+        world_size = PartialState().num_processes
+        recorder = BatchRecorder(
+            run.out_dir, phase, cfg.num_generations, PartialState().is_main_process
         )
-    if not torch.cuda.is_available():
-        torch.set_num_threads(cfg.threads)
-    checkpoints = out_dir / "checkpoints"
-    resume = latest_checkpoint(checkpoints)
-    resumed_from = checkpoint_step(resume) if resume else 0
-    model, processor = load_policy(weights_to_load(model_path, resume, lora=False), ref_path)
-    family = family_of(model)
-
-    from accelerate import PartialState
-
-    world_size = PartialState().num_processes
-    is_main = PartialState().is_main_process
-    loss_csv = out_dir / "loss.csv"
-    recorder = BatchRecorder(out_dir, phase, cfg.num_generations, is_main)
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _trim_loss_csv(loss_csv, resumed_from)
-        recorder.trim(resumed_from)
-
-    dataset = build_prompt_dataset(records)
-    trainer = make_trainer(
-        model, processor, dataset, out_dir, cfg, rewards, phase, world_size, recorder
-    )
-    for callback in _make_callbacks(flag, loss_csv, is_main):
-        trainer.add_callback(callback)
-    trainer.accelerator.wait_for_everyone()
-
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.perf_counter() - started
-    step = trainer.state.global_step
-    if flag.stopped_at is not None and step < trainer.state.max_steps:
-        raise Preempted(step, latest_checkpoint(checkpoints))
-
-    final = out_dir / "final"
-    trainer.save_model(str(final))
-    if is_main:
-        _reset_tokenizer_state(processor)
-        processor.save_pretrained(final)
-        # Save the policy's own identity, not the reference path we borrowed for TRL.
-        config_path = final / "config.json"
-        config = json.loads(config_path.read_text())
-        config.pop("_name_or_path", None)
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    trainer.accelerator.wait_for_everyone()
-
-    sizes = batch_arithmetic(cfg, world_size)
-    summary = {
-        "phase": phase,
-        "family": family,
-        "steps": step,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from_step": resumed_from,
-        "precision": _precision(),
-        "world_size": world_size,
-        "learning_rate": cfg.phase_lr(phase),
-        "batch": sizes,
-        "prompts": len(records),
-        "rollouts_this_run": trainer.rollouts,
-        "train_seconds": round(wall, 3),
-        "rollouts_per_second": round(trainer.rollouts / wall, 3) if wall > 0 else None,
-        "optimizer_steps_per_second": round((step - resumed_from) / wall, 4) if wall else None,
-        "time_split_seconds": trainer.time_split(),
-        "reward_summary": summarize_rewards(recorder.rewards_csv) if is_main else None,
-        "config": asdict(cfg),
-        "rewards": asdict(rewards),
-        "model": str(model_path),
-        "reference": str(ref_path),
-        "dataset": str(dataset_jsonl),
-    }
-    if is_main:
-        (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        trainer = make_trainer(
+            model, processor, build_prompt_dataset(records), run.out_dir, cfg, rewards, phase,
+            world_size, recorder,
+        )  # fmt: skip
+        step = run.train(trainer)
+        run.save_final(trainer, processor)
+        if trainer.is_world_process_zero():
+            # Save the policy's own identity, not the reference path we borrowed for TRL.
+            config_path = run.final / "config.json"
+            config = json.loads(config_path.read_text())
+            config.pop("_name_or_path", None)
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        wall = run.wall_seconds
+        summary = run.summary(
+            trainer,
+            phase=phase,
+            family=family,
+            learning_rate=cfg.phase_lr(phase),
+            batch=batch_arithmetic(cfg, world_size),
+            prompts=len(records),
+            rollouts_this_run=trainer.rollouts,
+            rollouts_per_second=round(trainer.rollouts / wall, 3) if wall > 0 else None,
+            optimizer_steps_per_second=(
+                round((step - run.resumed_from) / wall, 4) if wall else None
+            ),
+            time_split_seconds=trainer.time_split(),
+            reward_summary=(
+                summarize_rewards(recorder.rewards_csv) if trainer.is_world_process_zero() else None
+            ),
+            config=asdict(cfg),
+            rewards=asdict(rewards),
+            model=str(model_path),
+            reference=str(ref_path),
+            dataset=str(dataset_jsonl),
+        )
+        return run.write_summary(trainer, summary)
 
 
 def summarize_rewards(rewards_csv: Path) -> dict[str, dict[str, float]]:

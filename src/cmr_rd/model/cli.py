@@ -22,7 +22,7 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a shell reports for a job ended by S
 
 
 def _read_config(path: str | None) -> dict[str, Any]:
-    from cmr_rd.model.train import TrainInputError
+    from cmr_rd.model.runtime import TrainInputError
 
     if path is None:
         return {}
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
-    from cmr_rd.model.train import Preempted, TrainInputError
+    from cmr_rd.model.runtime import Preempted, TrainInputError
 
     hf_logging.disable_progress_bar()
 

@@ -17,7 +17,7 @@ import torch
 from cmr_rd.classes import CLASSES, canonical_label
 from cmr_rd.format import parse_completion
 from cmr_rd.model.backbone import BackboneError, check_image_size, load_backbone
-from cmr_rd.model.train import TrainInputError, load_records, open_image
+from cmr_rd.model.runtime import TrainInputError, load_records, open_image
 
 
 def prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,36 +1,27 @@
-"""Stages 1a (alignment: projector only) and 1b (cold-start CoT SFT: projector + language).
+"""Stages 1a (alignment: projector only) and 1b (cold-start CoT SFT: projector + language), and
+the foundation stage's language phase.
 
-One function, `train`, drives TRL's SFTTrainer for both stages, because they differ only in which
-parts train and in the data. What this module adds around the trainer is what a pipeline on a
-preemptible cluster needs:
+One function, `train`, drives TRL's SFTTrainer for all three, because they differ only in which
+parts train and in the data. Run folders, resume, preemption and the per-step log are the shared
+training runtime's (`cmr_rd.model.runtime`); what this module adds is the stage itself:
 
 - the loss is computed only on the assistant turn (`<think>...</answer><end_of_turn>`), through
   TRL's `assistant_only_loss` and the backbone's `{% generation %}` chat template;
 - freezing goes through `backbone.set_trainable`, so every parameter is assigned a part and a
   renamed module fails loudly instead of silently training the vision tower;
-- a rerun resumes from the newest complete checkpoint; SIGTERM (SLURM preemption) saves a
-  checkpoint at the next step end and raises `Preempted`, so Snakemake sees a failed job whose
-  rerun continues the step counter;
+- LoRA on the language model, merged into `final/`;
 - bad inputs (empty dataset, missing image, wrong image size, missing model) are one-line
   `TrainInputError`s, never a page of traceback from deep inside the collator.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import os
-import signal
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from cmr_rd.model.backbone import (
     BackboneError,
@@ -39,6 +30,18 @@ from cmr_rd.model.backbone import (
     load_backbone,
     part_of,
     set_trainable,
+)
+from cmr_rd.model.runtime import (
+    TrainingRun,
+    TrainInputError,
+    common_training_args,
+    config_from_mapping,
+    load_records,
+    open_image,
+    precision,
+    preemptible,
+    set_cpu_threads,
+    tensorboard_dir,
 )
 
 STAGE_PARTS: dict[str, tuple[str, ...]] = {
@@ -51,23 +54,6 @@ STAGE_PARTS: dict[str, tuple[str, ...]] = {
 # LoRA adapts only the language model's attention and MLP projections; the vision tower's
 # SigLIP layers use the same q/k/v names, so the pattern is anchored on `language_model`.
 LORA_TARGETS = r".*language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-LOSS_FIELDS = ("step", "epoch", "loss", "learning_rate")
-
-
-class TrainInputError(ValueError):
-    """An input the stage cannot use, in one line that names the cause (CLI exit code 2)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
-
-
-class Preempted(RuntimeError):
-    """Training stopped on SIGTERM after saving a checkpoint; a rerun resumes from it."""
-
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
-        self.step = step
-        self.checkpoint = checkpoint
-        super().__init__(f"preempted (SIGTERM) at step {step}; checkpoint {checkpoint}")
 
 
 @dataclass(frozen=True)
@@ -121,83 +107,8 @@ class TrainConfig:
         return config_from_mapping(cls, values, "training")
 
 
-def config_from_mapping(cls: type, values: dict[str, Any], what: str) -> Any:
-    """Build a config dataclass from a JSON/YAML mapping, refusing unknown keys (a typo must not
-    be ignored) with a one-line TrainInputError."""
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise TrainInputError(f"unknown {what} config keys: {', '.join(unknown)}")
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise TrainInputError(f"bad {what} config: {exc}") from exc
-
-
-@contextmanager
-def tensorboard_dir(path: Path) -> Iterator[None]:
-    """TRL's TensorBoardCallback reads its folder from the environment when the trainer is
-    created; set it for that moment only and restore the caller's value."""
-    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
-
-
 # ---------------------------------------------------------------------------------------------
 # Data
-
-
-def load_records(dataset_jsonl: Path, need_assistant: bool = True) -> list[dict[str, Any]]:
-    """Read and validate a conversational VLM JSONL; every image path must exist.
-
-    All paths are checked before the model loads, so a missing file is one clear error at start-up
-    rather than a crash in a collator hours into training.
-    """
-    path = Path(dataset_jsonl)
-    if not path.is_file():
-        raise TrainInputError(f"dataset not found: {path}")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainInputError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            _check_record(record, f"{path}:{number}", need_assistant)
-            records.append(record)
-    if not records:
-        raise TrainInputError(f"dataset is empty: {path}")
-    return records
-
-
-def _check_record(record: Any, where: str, need_assistant: bool) -> None:
-    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-        raise TrainInputError(f"{where}: record has no 'messages' list")
-    images = record.get("images") or []
-    placeholders = sum(
-        1
-        for message in record["messages"]
-        if isinstance(message.get("content"), list)
-        for part in message["content"]
-        if isinstance(part, dict) and part.get("type") == "image"
-    )
-    if placeholders != len(images):
-        raise TrainInputError(
-            f"{where}: {len(images)} image path(s) but {placeholders} image placeholder(s)"
-        )
-    for image in images:
-        if not Path(image).is_file():
-            raise TrainInputError(f"{where}: image file not found: {image}")
-    roles = [m.get("role") for m in record["messages"]]
-    if need_assistant and "assistant" not in roles:
-        raise TrainInputError(f"{where}: record has no assistant turn to train on")
 
 
 def balance_by_label(records: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -211,15 +122,6 @@ def balance_by_label(records: list[dict[str, Any]], where: str) -> list[dict[str
         by_label.setdefault(record["label"], []).append(record)
     most = max(len(group) for group in by_label.values())
     return [group[i % len(group)] for group in by_label.values() for i in range(most)]
-
-
-def open_image(path: str | Path) -> Image.Image:
-    """An RGB copy of the image; the SigLIP tower takes three channels, the PNGs have one."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise TrainInputError(f"cannot read image {path}: {exc}") from exc
 
 
 def _decode(batch: dict[str, list]) -> dict[str, list]:
@@ -251,129 +153,7 @@ def build_dataset(records: list[dict[str, Any]]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints, preemption, logging
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest checkpoint that finished saving (trainer_state.json is written last)."""
-    if not checkpoints_dir.is_dir():
-        return None
-    found = []
-    for child in checkpoints_dir.iterdir():
-        name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            if (child / "trainer_state.json").is_file():
-                found.append((int(name[11:]), child))
-    return max(found)[1] if found else None
-
-
-def weights_to_load(model_path: Path, resume: Path | None, lora: bool) -> Path:
-    """Where a run loads its starting weights: the checkpoint it resumes, else `model_path`.
-
-    The Trainer's own resume restores step, optimizer, schedule and RNG, but loads the weights
-    with `load_state_dict(strict=False)` under the names the checkpoint was saved with. For Gemma3
-    in transformers 5 those are the legacy `language_model.model.*` names, which match none of
-    the module's, so it silently kept the starting weights. `from_pretrained` maps the names.
-    A LoRA checkpoint holds only the adapter, which the Trainer restores through PEFT.
-    """
-    return resume if resume is not None and not lora else model_path
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return int(state["global_step"])
-
-
-class _StopFlag:
-    """Set by the SIGTERM handler; read at step ends (a signal handler must not save itself)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.stopped_at: int | None = None
-
-    def handler(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
-@contextmanager
-def _sigterm_sets(flag: _StopFlag) -> Iterator[None]:
-    """Install the handler only for the duration of training, then restore the previous one."""
-    try:
-        previous = signal.signal(signal.SIGTERM, flag.handler)
-    except ValueError:  # not the main thread: no handler, periodic checkpoints still protect us
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _make_callbacks(flag: _StopFlag, loss_csv: Path, is_main: bool) -> list[Any]:
-    from transformers import TrainerCallback
-
-    class PreemptionCallback(TrainerCallback):
-        """Save and stop at the first step end after SIGTERM, agreed by all ranks.
-
-        Ranks may receive the signal at different steps; the flag is all-reduced every step so
-        they all save the same checkpoint and leave together instead of deadlocking a collective.
-        """
-
-        def on_step_end(self, args, state, control, **kwargs):
-            requested = flag.requested
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
-                value = torch.tensor([1.0 if requested else 0.0], device=device)
-                torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-                requested = bool(value.item() > 0)
-            if requested:
-                flag.requested = True
-                flag.stopped_at = state.global_step
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    class LossCsvCallback(TrainerCallback):
-        """Append one row per training log on the main process (resume trims redone steps)."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not is_main or not logs or "loss" not in logs:
-                return control
-            new = not loss_csv.exists() or loss_csv.stat().st_size == 0
-            with loss_csv.open("a", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                if new:
-                    writer.writerow(LOSS_FIELDS)
-                writer.writerow(
-                    [
-                        state.global_step,
-                        f"{state.epoch or 0.0:.6f}",
-                        f"{float(logs['loss']):.6f}",
-                        f"{float(logs.get('learning_rate', float('nan'))):.8g}",
-                    ]
-                )
-            return control
-
-    return [PreemptionCallback(), LossCsvCallback()]
-
-
-def _trim_loss_csv(loss_csv: Path, keep_through: int) -> None:
-    """Drop rows after the resume step: those steps are trained again and logged again."""
-    if keep_through <= 0 or not loss_csv.exists():
-        loss_csv.unlink(missing_ok=True)
-        return
-    with loss_csv.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= keep_through]
-    with loss_csv.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOSS_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: row[k] for k in LOSS_FIELDS} for row in rows)
-
-
-def _precision() -> str:
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+# The stage
 
 
 def _trainable_by_part(model: torch.nn.Module, family: str) -> dict[str, int]:
@@ -405,10 +185,6 @@ def _apply_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
-# ---------------------------------------------------------------------------------------------
-# The stage
-
-
 def _counting_trainer_class() -> type:
     from trl import SFTTrainer
 
@@ -428,29 +204,6 @@ def _counting_trainer_class() -> type:
     return CountingSFTTrainer
 
 
-def common_training_args(cfg: Any, precision: str) -> dict[str, Any]:
-    """The TrainingArguments every stage shares (SFT and GRPO): periodic checkpoints to resume
-    from, step logging to TensorBoard, precision, seeds, no worker processes, quiet output."""
-    return {
-        "save_strategy": "steps",
-        "save_steps": cfg.save_steps,
-        "save_total_limit": cfg.save_total_limit,
-        "logging_strategy": "steps",
-        "logging_steps": cfg.logging_steps,
-        "bf16": precision == "bf16",
-        "use_cpu": not torch.cuda.is_available(),
-        "activation_checkpointing": cfg.gradient_checkpointing,
-        "seed": cfg.seed,
-        "data_seed": cfg.seed,
-        "dataloader_num_workers": 0,
-        "report_to": ["tensorboard"],
-        "disable_tqdm": True,
-        "log_level": "error",
-        # Our columns are decoded by the dataset's transform, not matched to forward()'s signature.
-        "remove_unused_columns": False,
-    }
-
-
 def make_trainer(
     model: torch.nn.Module,
     processor: Any,
@@ -463,7 +216,6 @@ def make_trainer(
     from trl import SFTConfig
 
     trainer_class = _counting_trainer_class()
-    precision = _precision()
     args = SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
@@ -479,7 +231,7 @@ def make_trainer(
         assistant_only_loss=True,
         fp16=False,
         save_only_model=False,
-        **common_training_args(cfg, precision),
+        **common_training_args(cfg, precision()),
     )
     with tensorboard_dir(tensorboard):
         trainer = trainer_class(
@@ -489,135 +241,64 @@ def make_trainer(
 
 
 def train(model_path: Path, dataset_jsonl: Path, out_dir: Path, cfg: TrainConfig) -> dict:
-    """Train one stage; return (and write) the summary. Raises TrainInputError or Preempted.
+    """Train one stage in `out_dir`; return (and write) the summary.
 
-    The SIGTERM handler is installed first, so a signal during start-up also ends in a saved
-    checkpoint (after the first step) rather than a job killed with nothing to resume from.
+    Resumes from the newest checkpoint in `out_dir`. Raises TrainInputError or Preempted.
     """
-    flag = _StopFlag()
-    with _sigterm_sets(flag):
-        return _train(Path(model_path), Path(dataset_jsonl), Path(out_dir), cfg, flag)
+    model_path, dataset_jsonl = Path(model_path), Path(dataset_jsonl)
+    with preemptible() as flag:
+        run = TrainingRun(Path(out_dir), flag)
+        records = load_records(dataset_jsonl)
+        if cfg.balance_classes:
+            records = balance_by_label(records, str(dataset_jsonl))
+        try:
+            model, processor = load_backbone(str(run.weights(model_path, lora=cfg.lora)))
+            family = family_of(model)
+            check_image_size(processor, model)
+            parts = STAGE_PARTS[cfg.stage] + (("vision",) if cfg.train_vision else ())
+            counts = set_trainable(model, parts)
+        except BackboneError as exc:
+            raise TrainInputError(str(exc)) from exc
+        set_cpu_threads(cfg.threads)
+        if cfg.lora:
+            model = _apply_lora(model, cfg)
+            counts = _trainable_by_part(model, family)
 
-
-def _train(
-    model_path: Path, dataset_jsonl: Path, out_dir: Path, cfg: TrainConfig, flag: _StopFlag
-) -> dict:
-    from transformers import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    records = load_records(dataset_jsonl)
-    if cfg.balance_classes:
-        records = balance_by_label(records, str(dataset_jsonl))
-    checkpoints = out_dir / "checkpoints"
-    resume = latest_checkpoint(checkpoints)
-    resumed_from = checkpoint_step(resume) if resume else 0
-    try:
-        model, processor = load_backbone(str(weights_to_load(model_path, resume, cfg.lora)))
-        family = family_of(model)
-        check_image_size(processor, model)
-        parts = STAGE_PARTS[cfg.stage] + (("vision",) if cfg.train_vision else ())
-        counts = set_trainable(model, parts)
-    except BackboneError as exc:
-        raise TrainInputError(str(exc)) from exc
-
-    precision = _precision()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(cfg.threads)
-    if cfg.lora:
-        model = _apply_lora(model, cfg)
-        counts = _trainable_by_part(model, family)
-
-    loss_csv = out_dir / "loss.csv"
-    ranks_dir = out_dir / "ranks"
-
-    dataset = build_dataset(records)
-    trainer = make_trainer(model, processor, dataset, checkpoints, out_dir / "tensorboard", cfg)
-    is_main = trainer.is_world_process_zero()
-    rank, world_size = trainer.args.process_index, trainer.args.world_size
-    for callback in _make_callbacks(flag, loss_csv, is_main):
-        trainer.add_callback(callback)
-
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _trim_loss_csv(loss_csv, resumed_from)
-        if ranks_dir.exists():
+        trainer = make_trainer(
+            model, processor, build_dataset(records), run.checkpoints, run.tensorboard, cfg
+        )
+        # Samples per rank, so the summary can show that DDP split the data.
+        ranks_dir = run.out_dir / "ranks"
+        if trainer.is_world_process_zero() and ranks_dir.exists():
             for stale in ranks_dir.glob("rank*.json"):
                 stale.unlink()
-    trainer.accelerator.wait_for_everyone()
-
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.perf_counter() - started
-    step = trainer.state.global_step
-
-    ranks_dir.mkdir(parents=True, exist_ok=True)
-    (ranks_dir / f"rank{rank}.json").write_text(
-        json.dumps({"rank": rank, "samples": trainer.samples_trained})
-    )
-    trainer.accelerator.wait_for_everyone()
-
-    if flag.stopped_at is not None and step < trainer.state.max_steps:
-        raise Preempted(step, latest_checkpoint(checkpoints))
-
-    final = out_dir / "final"
-    if cfg.lora:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if is_main:
-            merged.save_pretrained(final)
-    else:
-        trainer.save_model(str(final))
-    if is_main:
-        _reset_tokenizer_state(processor)
-        processor.save_pretrained(final)
-    trainer.accelerator.wait_for_everyone()
-
-    per_rank = [
-        json.loads((ranks_dir / f"rank{r}.json").read_text())["samples"] for r in range(world_size)
-    ]
-    summary = {
-        "stage": cfg.stage,
-        "family": family,
-        "steps": step,
-        "max_steps": trainer.state.max_steps,
-        "resumed_from_step": resumed_from,
-        "resumed_from": str(resume) if resume else None,
-        "precision": precision,
-        "lora": cfg.lora,
-        "trainable_parameters": counts,
-        "world_size": world_size,
-        "per_rank_samples": per_rank,
-        "samples_this_run": sum(per_rank),
-        "train_seconds": round(wall, 3),
-        "samples_per_second": round(sum(per_rank) / wall, 3) if wall > 0 else None,
-        "final_loss": _last_loss(loss_csv) if is_main else None,
-        "records": len(records),
-        "config": asdict(cfg),
-        "model": str(model_path),
-        "dataset": str(dataset_jsonl),
-    }
-    if is_main:
-        (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _reset_tokenizer_state(processor: Any) -> None:
-    """Clear the truncation/padding the collator left on the fast tokenizer's backend.
-
-    Those settings are saved into tokenizer.json; left there, final/ would silently truncate
-    prompts at max_length and pad on the right, unlike the base processor.
-    """
-    backend = getattr(getattr(processor, "tokenizer", processor), "_tokenizer", None)
-    if backend is not None:
-        backend.no_truncation()
-        backend.no_padding()
-
-
-def _last_loss(loss_csv: Path) -> float | None:
-    if not loss_csv.exists():
-        return None
-    with loss_csv.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return None
-    value = float(rows[-1]["loss"])
-    return None if math.isnan(value) else value
+        run.train(trainer)
+        rank, world_size = trainer.args.process_index, trainer.args.world_size
+        ranks_dir.mkdir(parents=True, exist_ok=True)
+        (ranks_dir / f"rank{rank}.json").write_text(
+            json.dumps({"rank": rank, "samples": trainer.samples_trained})
+        )
+        merged = None
+        if cfg.lora:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        run.save_final(trainer, processor, merged)  # waits for every rank
+        per_rank = [
+            json.loads((ranks_dir / f"rank{r}.json").read_text())["samples"]
+            for r in range(world_size)
+        ]
+        wall = run.wall_seconds
+        summary = run.summary(
+            trainer,
+            stage=cfg.stage,
+            family=family,
+            lora=cfg.lora,
+            trainable_parameters=counts,
+            per_rank_samples=per_rank,
+            samples_this_run=sum(per_rank),
+            samples_per_second=round(sum(per_rank) / wall, 3) if wall > 0 else None,
+            records=len(records),
+            config=asdict(cfg),
+            model=str(model_path),
+            dataset=str(dataset_jsonl),
+        )
+        return run.write_summary(trainer, summary)

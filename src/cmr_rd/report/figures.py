@@ -362,7 +362,7 @@ def plot_model_inputs(test_records: Sequence[Mapping], image_processor, out_png)
     """Per class, a test slice as stored (256 px) and exactly as the backbone's image processor
     hands it to the vision tower (resized, rescaled, normalised; shown de-normalised): what the
     model can see of the class pattern."""
-    from cmr_rd.model.train import open_image
+    from cmr_rd.model.runtime import open_image
 
     cases = model_input_cases(test_records)
     columns = max(len(cases), 1)
