@@ -3,6 +3,10 @@
 The real `openai` client talks HTTP to a server of ours on 127.0.0.1 that implements the
 endpoints we call, records every request body and injects faults (429, 5xx, a slow reply,
 garbage). The model's text comes from the offline rewriter, so QC sees realistic templates.
+
+Snakemake runs to the rewrite stage's outputs only (`REWRITE`: the cohort, ingestion and
+`rewrite_reports`), then reruns `rewrite_reports` alone: what comes after it does not depend on
+the backend, and tests/test_workflow.py runs it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from openai_loopback import LoopbackOpenAI
 
 pytestmark = pytest.mark.slow
 KEY = "sk-loopback-test-3f9a1c77d2"
+REWRITE = ("results/rewrite/templates.jsonl", "results/rewrite/ledger.json")
 
 
 def _prompt_of(body: dict) -> str:
@@ -60,7 +65,8 @@ def test_openai_backend_through_snakemake(tmp_path, repo, server, monkeypatch):
     (work / "config/openai.yaml").write_text(yaml.safe_dump(override))
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     server.faults.extend(["429", "500", "503", "slow", "garbage", "broken_json"])
-    args = ["--cores", "2", "--configfile", "config/tiny.yaml", "config/openai.yaml"]
+    # Targets first: --configfile takes every value that follows it.
+    args = [*REWRITE, "--cores", "2", "--configfile", "config/tiny.yaml", "config/openai.yaml"]
     result = snakemake(work, *args)
     assert result.returncode == 0, result.stderr[-4000:]
 
