@@ -69,6 +69,7 @@ lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' \
 		| grep -v -i -x -F -f <(grep -v '^#' requirements-nodeps.txt) \
 		| sed '1i # Full resolved set (pip freeze of requirements.txt). Regenerate with `make lock`.' > requirements.lock
+	$(BIN)/python -m cmr_rd.envfile  # envs/pipeline.yaml and its post-deploy script, from the lock
 
 clean-results:
 	rm -rf results/* .snakemake/metadata

@@ -1,8 +1,32 @@
 # CMR-RD: LGE ingestion -> o3 rewriting + QC -> alignment -> cold-start SFT -> GPPO phases
 # -> per-class Beta-posterior evaluation -> test-split evaluation -> report tables and figures.
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# The library runs from this checkout, installed or not: src/ goes first on the path of this
+# process (rules/common.smk imports it), and on PYTHONPATH for every job and the processes a job
+# starts (`python -m cmr_rd...`; sbatch passes the environment on, and the job's own Snakemake
+# reads this file again). Snakemake drops PYTHONPATH in conda jobs, so CMR_RD_SRC carries it
+# there (envs/pipeline.post-deploy.sh). A conda environment or a container image therefore holds
+# only the pinned dependencies (README: "Software on a cluster").
+SRC = os.path.join(workflow.basedir, "src")
+if os.path.isdir(os.path.join(SRC, "cmr_rd")):
+    if SRC not in sys.path:
+        sys.path.insert(0, SRC)
+    _pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join([SRC, *(p for p in _pythonpath if p and p != SRC)]),
+        CMR_RD_SRC=SRC,
+    )
+
+
+# Used only under --software-deployment-method apptainer: the image the Dockerfile builds, named
+# by CMR_RD_IMAGE (a .sif path or a docker:// URL), else cmr-rd.sif in the working directory.
+container: os.environ.get("CMR_RD_IMAGE", "cmr-rd.sif")
 
 
 configfile: "config/config.yaml"
