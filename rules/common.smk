@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.config import config_errors
+from cmr_rd.gppo.runs import RunName
 from cmr_rd.stage import looks_like_path
 
 SCHEMA = workflow.source_path("../config/schema.yaml")
@@ -28,6 +29,9 @@ MODEL = "results/model"
 # the configured real backbone otherwise (build_backbone copies it there).
 BASE_MODEL = f"{MODEL}/base"
 TINY = config["model"]["base"] == "tiny"
+# What build_backbone writes: the tiny random initial model, which the foundation stage
+# pretrains into BASE_MODEL, or a real backbone's copy at BASE_MODEL itself.
+BACKBONE = f"{MODEL}/init" if TINY else BASE_MODEL
 FOUNDATION = "results/foundation"
 FOUNDATION_CFG = config["model"]["foundation"]
 FOUNDATION_POOL = {
@@ -53,7 +57,7 @@ EVAL = "results/eval"
 REPORT = "results/report"
 REPORT_CFG = config["report"]
 ZERO_SHOT = {m["name"]: m["model"] for m in config["evaluate"]["zero_shot"]}
-RUN_NAME = r"(sft|base)-(ts|static|full)-(iou|noiou)"
+RUN_NAME = RunName.PATTERN  # START-SAMPLING-REWARD, e.g. sft-ts-iou
 # Where a GPPO run's figures sit in the HTML report: one subcategory per variant and seed.
 GPPO_REPORT = {"category": "4 GPPO", "subcategory": "{run} seed {seed}"}
 
@@ -128,7 +132,7 @@ def _phase(wildcards) -> int:
 
 def start_model(wildcards):
     """GPPO starts from the cold-start model (sft-*) or the bare backbone (base-*, no stage 1)."""
-    if wildcards.run.startswith("base-"):
+    if not RunName.parse(wildcards.run).from_cold_start:
         return f"{MODEL}/base"
     return f"{MODEL}/sft/seed{wildcards.seed}/final"
 
@@ -138,7 +142,8 @@ def previous_posterior(wildcards):
     gppo.prior start_probe from Beta(1, 1) updated with the cold start's probe check."""
     phase = _phase(wildcards)
     if phase == 1:
-        if GPPO_CFG["prior"] == "start_probe" and wildcards.run.startswith("sft-"):
+        cold_start = RunName.parse(wildcards.run).from_cold_start
+        if GPPO_CFG["prior"] == "start_probe" and cold_start:
             return f"{MODEL}/sft/seed{wildcards.seed}/probe_check.json"
         return []
     return (
@@ -248,7 +253,11 @@ REPORT_COPIES = ("quota_shares", "posteriors", "probe_accuracy")
 
 def report_outputs() -> dict:
     """Every table as CSV (shown in the HTML report), Markdown and LaTeX; every figure as PNG."""
-    outputs = {"summary": f"{REPORT}/report.md", "lineage": f"{REPORT}/manifest.json"}
+    outputs = {
+        "summary": f"{REPORT}/report.md",
+        "lineage": f"{REPORT}/manifest.json",
+        "packages": f"{REPORT}/manifest.packages.txt",
+    }
     for table in REPORT_TABLES:
         paper = table.startswith("paper")
         outputs[f"{table}_csv"] = report(

@@ -8,6 +8,7 @@ rule coldstart_shard:
     output:
         shard=f"{DATASETS}/coldstart/{{label}}.jsonl",
         lineage=f"{DATASETS}/coldstart/{{label}}.manifest.json",
+        packages=f"{DATASETS}/coldstart/{{label}}.manifest.packages.txt",
     log:
         "logs/datasets/coldstart_{label}.log",
     conda:
@@ -24,6 +25,7 @@ rule coldstart_dataset:
     output:
         dataset=f"{DATASETS}/coldstart.jsonl",
         lineage=f"{DATASETS}/coldstart.manifest.json",
+        packages=f"{DATASETS}/coldstart.manifest.packages.txt",
     log:
         "logs/datasets/coldstart.log",
     conda:
@@ -39,6 +41,7 @@ rule alignment_dataset:
     output:
         dataset=f"{DATASETS}/alignment.jsonl",
         lineage=f"{DATASETS}/alignment.manifest.json",
+        packages=f"{DATASETS}/alignment.manifest.packages.txt",
     log:
         "logs/datasets/alignment.log",
     conda:
@@ -58,6 +61,7 @@ rule prompt_datasets:
         probe=f"{DATASETS}/probe.jsonl",
         test=f"{DATASETS}/test.jsonl",
         lineage=f"{DATASETS}/prompts.manifest.json",
+        packages=f"{DATASETS}/prompts.manifest.packages.txt",
     log:
         "logs/datasets/prompts.log",
     conda:

@@ -11,6 +11,7 @@ rule evaluate:
         metrics=f"{EVAL}/{{model}}/metrics.json",
         timing=f"{EVAL}/{{model}}/timing.json",
         lineage=f"{EVAL}/{{model}}/manifest.json",
+        packages=f"{EVAL}/{{model}}/manifest.packages.txt",
     log:
         f"logs/eval/{{model}}.log",
     benchmark:

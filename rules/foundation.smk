@@ -11,6 +11,7 @@ if TINY:
             findings=f"{FOUNDATION}/findings.jsonl",
             dataset=f"{FOUNDATION}/questions.jsonl",
             lineage=f"{FOUNDATION}/manifest.json",
+            packages=f"{FOUNDATION}/manifest.packages.txt",
         log:
             "logs/foundation/data.log",
         benchmark:
@@ -48,6 +49,7 @@ if TINY:
                 subcategory="foundation",
             ),
             lineage=f"{MODEL}/foundation/manifest.json",
+            packages=f"{MODEL}/foundation/manifest.packages.txt",
         log:
             "logs/model/foundation.log",
         benchmark:

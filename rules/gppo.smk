@@ -11,6 +11,7 @@ rule gppo_quota:
         quotas=f"{PHASE}/quotas.json",
         dataset=f"{PHASE}/dataset.jsonl",
         lineage=f"{PHASE}/quota.manifest.json",
+        packages=f"{PHASE}/quota.manifest.packages.txt",
     log:
         f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/quota.log",
     conda:
@@ -33,6 +34,7 @@ rule gppo_train:
         batches=f"{PHASE}/batches.jsonl",
         loss=f"{PHASE}/loss.csv",
         lineage=f"{PHASE}/train.manifest.json",
+        packages=f"{PHASE}/train.manifest.packages.txt",
     log:
         f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/train.log",
     benchmark:
@@ -59,6 +61,7 @@ rule gppo_posterior:
         posterior=f"{PHASE}/posterior.json",
         probe=f"{PHASE}/probe.json",
         lineage=f"{PHASE}/posterior.manifest.json",
+        packages=f"{PHASE}/posterior.manifest.packages.txt",
     log:
         f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/posterior.log",
     conda:
@@ -107,6 +110,7 @@ rule gppo_summary:
             **GPPO_REPORT,
         ),
         lineage=f"{RUN}/summary/manifest.json",
+        packages=f"{RUN}/summary/manifest.packages.txt",
         probe_plot=report(
             f"{RUN}/summary/probe_accuracy.png",
             caption="../report/probe_accuracy.rst",

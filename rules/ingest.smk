@@ -11,6 +11,8 @@ if SYNTHETIC:
             boxes=f"{DATA['synthetic']['out_dir']}/boxes.csv",
             phi=f"{DATA['synthetic']['out_dir']}/phi_strings.json",
             summary=f"{DATA['synthetic']['out_dir']}/cohort.json",
+            lineage=f"{DATA['synthetic']['out_dir']}/manifest.json",
+            packages=f"{DATA['synthetic']['out_dir']}/manifest.packages.txt",
         log:
             "logs/synthesize_cohort.log",
         benchmark:
@@ -42,6 +44,7 @@ rule ingest:
         quarantine=f"{INGEST}/quarantine.csv",
         reconcile=f"{INGEST}/reconcile.json",
         lineage=f"{INGEST}/manifest.json",
+        packages=f"{INGEST}/manifest.packages.txt",
     log:
         main="logs/ingest/ingest.log",
         file_outcomes="logs/ingest/file_outcomes.csv",
@@ -74,6 +77,7 @@ rule ingest_montage:
             for path in expand(f"{INGEST}/qc/montage_{{label}}.png", label=CLASSES)
         ],
         lineage=f"{INGEST}/qc/manifest.json",
+        packages=f"{INGEST}/qc/manifest.packages.txt",
     log:
         "logs/ingest/montage.log",
     benchmark:

@@ -11,9 +11,9 @@ rule build_backbone:
         ]
         + ([rules.foundation_data.output.dataset] if TINY else []),
     output:
-        # Tiny: the random initial model, which the foundation stage pretrains into BASE_MODEL.
-        model=directory(f"{MODEL}/init" if TINY else BASE_MODEL),
-        lineage=f"{MODEL}/init.manifest.json" if TINY else f"{BASE_MODEL}.manifest.json",
+        model=directory(BACKBONE),
+        lineage=f"{BACKBONE}.manifest.json",
+        packages=f"{BACKBONE}.manifest.packages.txt",
     log:
         "logs/model/build_backbone.log",
     benchmark:
@@ -46,6 +46,7 @@ rule align:
             subcategory="align",
         ),
         lineage=f"{MODEL}/align/manifest.json",
+        packages=f"{MODEL}/align/manifest.packages.txt",
     log:
         "logs/model/align.log",
     benchmark:
@@ -82,6 +83,7 @@ rule sft:
             subcategory="sft seed {seed}",
         ),
         lineage=f"{SFT}/manifest.json",
+        packages=f"{SFT}/manifest.packages.txt",
     log:
         "logs/model/sft/seed{seed}.log",
     benchmark:
@@ -112,6 +114,7 @@ rule sft_check:
     output:
         report=f"{SFT}/probe_check.json",
         lineage=f"{SFT}/probe_check.manifest.json",
+        packages=f"{SFT}/probe_check.manifest.packages.txt",
     log:
         "logs/model/sft_check/seed{seed}.log",
     benchmark:

@@ -11,6 +11,7 @@ rule rewrite_reports:
         ledger=f"{REWRITE}/ledger.csv",
         totals=f"{REWRITE}/ledger.json",
         lineage=f"{REWRITE}/manifest.json",
+        packages=f"{REWRITE}/manifest.packages.txt",
     log:
         "logs/rewrite/rewrite_reports.log",
     benchmark:
@@ -43,6 +44,7 @@ checkpoint rewrite_qc:
             category="2 Rewriting QC",
         ),
         lineage=f"{REWRITE}/qc/manifest.json",
+        packages=f"{REWRITE}/qc/manifest.packages.txt",
     log:
         "logs/rewrite/rewrite_qc.log",
     benchmark:

@@ -200,7 +200,7 @@ def test_package_list_beside_every_manifest(tree):
 
 
 def test_a_corrupted_checkpoint_is_named_before_use(tmp_path, monkeypatch):
-    from cmr_rd.audit import CheckpointError, verify_checkpoint
+    from cmr_rd.checkpoints import CheckpointError, verify_checkpoint
     from cmr_rd.lineage import checkpoint_digest
 
     monkeypatch.chdir(tmp_path)
@@ -235,8 +235,8 @@ def test_require_intact_hashes_each_checkpoint_once_and_returns_its_input_record
     import logging
 
     from cmr_rd import lineage
+    from cmr_rd.checkpoints import require_intact
     from cmr_rd.lineage import checkpoint_digest, describe_inputs
-    from cmr_rd.stage import require_intact
 
     monkeypatch.chdir(tmp_path)
     recorded, outside = Path("results/model/sft/final"), Path("models/zero_shot")
@@ -253,3 +253,21 @@ def test_require_intact_hashes_each_checkpoint_once_and_returns_its_input_record
     assert sorted(hashed) == sorted(str(f) for d in (recorded, outside) for f in d.iterdir())
     monkeypatch.setattr(lineage, "sha256_file", real)
     assert records == describe_inputs([str(recorded), str(outside)])
+
+
+def test_a_modified_checkpoint_output_is_named_file_by_file(tmp_path, monkeypatch):
+    """A folder output of up to FILE_LIST_LIMIT files (a checkpoint) is recorded file by file,
+    so the audit, like the check before a job, names the file that changed."""
+    monkeypatch.chdir(tmp_path)
+    final = Path("results/model/sft/final")
+    final.mkdir(parents=True)
+    (final / "config.json").write_text('{"a": 1}\n')
+    (final / "model.safetensors").write_bytes(b"\0" * 64)
+    write_manifest("results/model/sft/manifest.json", rule="sft", config={}, params={},
+                   inputs={}, outputs=[final])  # fmt: skip
+    record = json.loads(Path("results/model/sft/manifest.json").read_text())["output_dirs"]
+    assert set(record[final.as_posix()]["file_sha256"]) == {"config.json", "model.safetensors"}
+    (final / "model.safetensors").write_bytes(b"\1" * 64)
+    lineage = audit.lineage_tree(final, tmp_path)
+    assert lineage["status"] == "MODIFIED"
+    assert "(changed: results/model/sft/final/model.safetensors)" in lineage["all_problems"][0]

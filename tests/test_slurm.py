@@ -218,7 +218,7 @@ def test_artifacts_equal_a_local_run(runs):
         for k in ("slurm", "local")
     }
     assert sft["slurm"]["slurm_job_id"] and sft["local"]["slurm_job_id"] is None
-    assert sft["slurm"]["final_sha256"] == sft["local"]["final_sha256"]
+    assert sft["slurm"]["output_dirs"] == sft["local"]["output_dirs"]
 
 
 def test_failed_job_names_its_slurm_log(runs, cluster, tmp_path):

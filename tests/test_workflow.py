@@ -119,7 +119,7 @@ def test_the_foundation_pool_shares_no_patient_report_or_image_with_the_cohort(r
     questions = (pool_dir / "questions.jsonl").read_text()
     assert "disease" not in questions.lower() and '"label"' not in questions
     lineage = json.loads((run / "results/model/foundation/manifest.json").read_text())
-    assert lineage["final_sha256"]["path"] == "results/model/base"
+    assert lineage["output_dirs"]["results/model/base"]["file_sha256"]  # every file of it
 
 
 def test_rerun_is_byte_identical_and_noop_does_nothing(run):
@@ -137,7 +137,8 @@ def test_rerun_is_byte_identical_and_noop_does_nothing(run):
 def test_lineage_manifest(run):
     lineage = json.loads((run / "results/ingest/manifest.json").read_text())
     assert lineage["rule"] == "ingest"
-    assert lineage["params"]["deid_key_origin"] == "demo"
+    assert lineage["deid_key_origin"] == "demo"
+    assert lineage["params"]["deid"]["key_env"] and lineage["params"]["synthetic"] is True
     dicom = lineage["inputs"]["data/synthetic/dicom"]
     assert dicom["kind"] == "dir" and dicom["files"] > 100 and len(dicom["sha256"]) == 64
     assert set(lineage["outputs"]) >= {"results/ingest/manifest.parquet"}
@@ -262,12 +263,15 @@ def test_gppo_phase_chain(run):
         prior = posterior["posterior"]
         train = json.loads((d / "train.manifest.json").read_text())
         # The phase trained from the checkpoint the previous stage published.
-        parent = "results/model/sft/seed1/manifest.json"
+        parent, model = "results/model/sft/seed1/manifest.json", "results/model/sft/seed1/final"
         if phase > 1:
             parent = f"{GPPO_RUN}/phase{phase - 1}/train.manifest.json"
-        published = json.loads((run / parent).read_text())["final_sha256"]["sha256"]
-        assert train["params"]["phase"] == phase
-        assert train["inputs"]["parent_checkpoint"]["sha256"] == published
+            model = f"{GPPO_RUN}/phase{phase - 1}/model"
+        published = json.loads((run / parent).read_text())["output_dirs"][model]["sha256"]
+        assert train["wildcards"]["phase"] == str(phase)
+        assert train["input_names"]["model"] == model
+        assert train["input_names"]["ref"] == "results/model/sft/seed1/final"  # KL reference
+        assert train["inputs"][model]["sha256"] == published
     summary = root / "summary"
     probe = pd.read_csv(summary / "probe_accuracy.csv")
     assert list(probe["stage"]) == ["sft", "phase1", "phase2", "phase3"]
@@ -336,10 +340,11 @@ def test_evaluations_are_computed_from_their_samples(run):
         scores = samples[[f"score_{c}" for c in CLASSES]].to_numpy()
         assert abs(scores.sum(axis=1) - 1).max() < 1e-6
         lineage = json.loads((d / "manifest.json").read_text())
-        assert lineage["rule"] == "evaluate" and lineage["params"]["model"] == key
+        assert lineage["rule"] == "evaluate" and lineage["wildcards"]["model"] == key
     final = json.loads((run / "results/eval/s1/seed1/manifest.json").read_text())
-    sft = json.loads((run / "results/model/sft/seed1/manifest.json").read_text())["final_sha256"]
-    assert final["inputs"]["results/model/sft/seed1/final"]["sha256"] == sft["sha256"]
+    sft = json.loads((run / "results/model/sft/seed1/manifest.json").read_text())["output_dirs"]
+    sha = sft["results/model/sft/seed1/final"]["sha256"]
+    assert final["inputs"]["results/model/sft/seed1/final"]["sha256"] == sha
 
 
 def test_report_tables_are_the_evaluations(run):

@@ -19,18 +19,12 @@ import argparse
 import json
 import posixpath
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cmr_rd.lineage import canonical_json, file_digests, packages_path, sha256_file, sha256_tree
+from cmr_rd.checkpoints import folder_changes
+from cmr_rd.lineage import Index, build_index, canonical_json
 
-MANIFEST_GLOBS = ("results/**/*manifest.json", "data/**/manifest.json")
-# Keys every manifest has; any other key holding a folder digest describes a directory output.
-CORE_KEYS = {
-    "rule", "git", "config_sha256", "params", "inputs", "outputs", "output_dirs", "slurm_job_id"
-}  # fmt: skip
-# Resumable checkpoint folders beside a train manifest: never the published model.
-RUN_FOLDERS = {"runs"}
 SEVERITY = ("missing", "MODIFIED", "stale", "unresolved")  # worst first
 PARAMS_WIDTH = 110
 
@@ -48,92 +42,6 @@ class Producer:
     data: dict
     recorded: str | None
     within: str | None = None
-
-
-@dataclass
-class Index:
-    """Every manifest under the root, read once, with lookups from artifact path to producer."""
-
-    root: Path
-    manifests: dict[str, dict] = field(default_factory=dict)
-    outputs: dict[str, list[str]] = field(default_factory=dict)
-    dirs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    by_hash: dict[str, list[str]] = field(default_factory=dict)
-    packages: dict[str, str] = field(default_factory=dict)
-    digests: dict[str, dict] = field(default_factory=dict)
-
-    def digest(self, path: str) -> dict:
-        """Current digest of a file or folder under the root (cached: ancestors are shared)."""
-        if path not in self.digests:
-            target = self.root / path
-            if target.is_dir():
-                sha, files = sha256_tree(target)
-                self.digests[path] = {"sha256": sha, "kind": "dir", "files": files}
-            elif target.is_file():
-                self.digests[path] = {"sha256": sha256_file(target), "kind": "file"}
-            else:
-                self.digests[path] = {"sha256": None, "kind": "missing"}
-        return self.digests[path]
-
-    def norm(self, path: str) -> str:
-        """A manifest's path as a key relative to the root (manifests record them as given)."""
-        p = Path(path)
-        if p.is_absolute():
-            try:
-                p = p.relative_to(self.root.resolve())
-            except ValueError:
-                return p.as_posix()
-        return posixpath.normpath(p.as_posix())
-
-
-def build_index(root: str | Path = ".") -> Index:
-    """Read every lineage manifest under `root` (files that are not one are skipped)."""
-    index = Index(Path(root))
-    for pattern in MANIFEST_GLOBS:
-        for path in sorted(index.root.glob(pattern)):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and "rule" in data and isinstance(data.get("inputs"), dict):
-                index.manifests[path.relative_to(index.root).as_posix()] = data
-    for rel, data in index.manifests.items():
-        for out in data.get("outputs") or {}:
-            index.outputs.setdefault(index.norm(out), []).append(rel)
-        digests = [(key, value) for key, value in data.items() if key not in CORE_KEYS]
-        digests += list((data.get("output_dirs") or {}).items())
-        for key, value in digests:
-            if not _is_dir_digest(value):
-                continue
-            folder = value.get("path") or _infer_dir(index.root, rel, key)
-            if folder:
-                folder = index.norm(folder)
-                index.dirs.setdefault(folder, []).append((rel, value["sha256"]))
-                index.by_hash.setdefault(value["sha256"], []).append(folder)
-        env = data.get("environment") or {}
-        listed = env.get("packages_file") or packages_path(rel).as_posix()
-        index.packages[index.norm(listed)] = rel
-    return index
-
-
-def _is_dir_digest(value) -> bool:
-    return isinstance(value, dict) and value.get("kind") == "dir" and bool(value.get("sha256"))
-
-
-def _infer_dir(root: Path, manifest: str, key: str) -> str | None:
-    """The folder a directory digest describes, for manifests written before digests carried
-    their path: the sibling folder named like the manifest (base.manifest.json -> base) or the
-    key (final_sha256 -> final), else the only sibling folder that is not a run folder."""
-    parent = posixpath.dirname(manifest)
-    folder = root / parent
-    if not folder.is_dir():
-        return None
-    siblings = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in RUN_FOLDERS)
-    stem = Path(manifest).name.removesuffix("manifest.json").rstrip(".")
-    for name in (stem, key.removesuffix("_sha256")):
-        if name and name in siblings:
-            return posixpath.join(parent, name)
-    return posixpath.join(parent, siblings[0]) if len(siblings) == 1 else None
 
 
 def _locate(index: Index, path: str) -> Producer | None:
@@ -241,7 +149,7 @@ class _Walk:
         if producer.recorded and now and now != producer.recorded:
             problems.append(
                 f"MODIFIED: {checked} is {_short(now)} now, {rule} recorded "
-                f"{_short(producer.recorded)}"
+                f"{_short(producer.recorded)}{self._folder_detail(checked)}"
             )
         consumed_sha = consumed.get("sha256") if consumed else None
         # A file inside a folder output has no digest of its own in the producer's manifest.
@@ -253,6 +161,12 @@ class _Walk:
             )
         problems += self._environment_problems(producer)
         return self._finish(node, current, producer, problems)
+
+    def _folder_detail(self, path: str) -> str:
+        """For a folder output, the files that changed, as the checkpoint check names them."""
+        if path not in self.index.dirs:
+            return ""
+        return f" ({folder_changes(self.index, path)})"
 
     def _input_path(self, label: str, consumed: dict | None) -> str | None:
         """An input's path: recorded, or its key, or (for a role name such as
@@ -431,54 +345,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-class CheckpointError(Exception):
-    """A checkpoint folder that no longer matches what the stage that wrote it recorded."""
-
-
-def _dir_record(data: dict, folder: str, index: Index, manifest: str) -> dict:
-    candidates = [(k, v) for k, v in data.items() if k not in CORE_KEYS]
-    candidates += list((data.get("output_dirs") or {}).items())
-    for key, value in candidates:
-        if _is_dir_digest(value):
-            where = value.get("path") or _infer_dir(index.root, manifest, key)
-            if where and index.norm(where) == folder:
-                return value
-    return {}
-
-
-def verify_checkpoint(
-    path: str | Path, root: str | Path = ".", index: Index | None = None
-) -> str | None:
-    """Check a checkpoint folder against its producer's record before it is used.
-
-    Returns the manifest it was checked against, or None when no manifest records the folder
-    (a zero-shot model from the HF cache). Raises CheckpointError naming the changed, missing or
-    extra files (or, for records without per-file hashes, the folder)."""
-    index = index or build_index(root)
-    folder = index.norm(_relative(path, index.root))
-    if folder not in index.dirs:
-        return None
-    manifest, recorded = index.dirs[folder][-1]
-    current = index.digest(folder)["sha256"]
-    if current == recorded:
-        return manifest
-    record = _dir_record(index.manifests[manifest], folder, index, manifest)
-    files = record.get("file_sha256")
-    detail = "its digest changed"
-    if files:
-        now = file_digests(index.root / folder)
-        changed = sorted(f for f in files if f in now and now[f] != files[f])
-        missing = sorted(set(files) - set(now))
-        extra = sorted(set(now) - set(files))
-        parts = [f"{name}: {', '.join(f'{folder}/{f}' for f in group)}"
-                 for name, group in (("changed", changed), ("missing", missing),
-                                     ("unexpected", extra)) if group]  # fmt: skip
-        detail = "; ".join(parts)
-    raise CheckpointError(
-        f"checkpoint {folder} does not match what rule "
-        f"{index.manifests[manifest].get('rule')} recorded in {manifest} ({detail}); "
-        f"rerun that rule (snakemake --forcerun {index.manifests[manifest].get('rule')}) "
-        f"or restore the folder"
-    )

@@ -10,15 +10,19 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import posixpath
 import re
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHUNK = 1 << 20
 # Snakemake drops this marker into every directory() output after the job; it is not content.
 SNAKEMAKE_MARKER = ".snakemake_timestamp"
+# A folder output with at most this many files (a checkpoint) records every file's digest.
+FILE_LIST_LIMIT = 256
 
 
 def sha256_file(path: str | Path) -> str:
@@ -58,6 +62,15 @@ def checkpoint_digest(path: str | Path) -> dict:
             "path": Path(path).as_posix(), "file_sha256": files}  # fmt: skip
 
 
+def _output_dir(path: str | Path) -> dict:
+    """A folder output's record: a checkpoint-sized folder lists every file's digest, so a check
+    can name the file that changed; an image tree (thousands of files) only its tree digest."""
+    record = checkpoint_digest(path)
+    if record["files"] > FILE_LIST_LIMIT:
+        del record["file_sha256"]
+    return record
+
+
 def sha256_json(obj) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
@@ -87,8 +100,8 @@ def git_state(repo: str | Path = ".") -> dict:
 def describe_inputs(paths: Iterable[str | Path]) -> dict[str, dict]:
     """Digest of each input file or folder, keyed by its path as given.
 
-    A folder's entry also carries its path: callers store checkpoints under a role name
-    ("parent_checkpoint") or as `final_sha256`, and the audit needs the path to walk back."""
+    A folder's entry also carries its path: older manifests stored checkpoints under a role
+    name ("parent_checkpoint"), and the audit needs the path to walk back."""
     described = {}
     for path in paths:
         p = Path(path)
@@ -161,7 +174,10 @@ def write_manifest(
 ) -> Path:
     """Write `out_dir/manifest.json` for one stage (or `out_dir` itself when it names a .json
     file, for folders that several rules write into), and the installed package list beside it
-    (`<stem>.packages.txt`), so `cmr_rd.audit` can say which environment made an artifact."""
+    (`<stem>.packages.txt`), so `cmr_rd.audit` can say which environment made an artifact.
+
+    Rule scripts do not call this themselves: `cmr_rd.stage.RuleRun` does, from the snakemake
+    object, so that every declared input, output and param is recorded."""
     target = Path(out_dir)
     path = target if target.suffix == ".json" else target / "manifest.json"
     outputs = sorted(map(str, outputs))
@@ -178,8 +194,104 @@ def write_manifest(
     }
     folders = [p for p in outputs if Path(p).is_dir()]
     if folders:  # folder outputs (image trees, checkpoints): digest and file count, by path
-        manifest["output_dirs"] = describe_inputs(folders)
+        manifest["output_dirs"] = {p: _output_dir(p) for p in folders}
     if extra:
         manifest.update(extra)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+# Reading manifests back: the audit and the checkpoint check share one index.
+MANIFEST_GLOBS = ("results/**/*manifest.json", "data/**/manifest.json")
+# Keys every manifest has; any other key holding a folder digest describes a directory output.
+CORE_KEYS = {
+    "rule", "git", "config_sha256", "params", "inputs", "outputs", "output_dirs", "slurm_job_id"
+}  # fmt: skip
+# Resumable checkpoint folders beside a train manifest: never the published model.
+RUN_FOLDERS = {"runs"}
+
+
+@dataclass
+class Index:
+    """Every manifest under the root, read once, with lookups from artifact path to producer."""
+
+    root: Path
+    manifests: dict[str, dict] = field(default_factory=dict)
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    dirs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    by_hash: dict[str, list[str]] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, dict] = field(default_factory=dict)
+
+    def digest(self, path: str) -> dict:
+        """Current digest of a file or folder under the root (cached: ancestors are shared)."""
+        if path not in self.digests:
+            target = self.root / path
+            if target.is_dir():
+                sha, files = sha256_tree(target)
+                self.digests[path] = {"sha256": sha, "kind": "dir", "files": files}
+            elif target.is_file():
+                self.digests[path] = {"sha256": sha256_file(target), "kind": "file"}
+            else:
+                self.digests[path] = {"sha256": None, "kind": "missing"}
+        return self.digests[path]
+
+    def norm(self, path: str) -> str:
+        """A manifest's path as a key relative to the root (manifests record them as given)."""
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                p = p.relative_to(self.root.resolve())
+            except ValueError:
+                return p.as_posix()
+        return posixpath.normpath(p.as_posix())
+
+
+def build_index(root: str | Path = ".") -> Index:
+    """Read every lineage manifest under `root` (files that are not one are skipped)."""
+    index = Index(Path(root))
+    for pattern in MANIFEST_GLOBS:
+        for path in sorted(index.root.glob(pattern)):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and "rule" in data and isinstance(data.get("inputs"), dict):
+                index.manifests[path.relative_to(index.root).as_posix()] = data
+    for rel, data in index.manifests.items():
+        for out in data.get("outputs") or {}:
+            index.outputs.setdefault(index.norm(out), []).append(rel)
+        digests = [(key, value) for key, value in data.items() if key not in CORE_KEYS]
+        digests += list((data.get("output_dirs") or {}).items())
+        for key, value in digests:
+            if not is_dir_digest(value):
+                continue
+            folder = value.get("path") or infer_dir(index.root, rel, key)
+            if folder:
+                folder = index.norm(folder)
+                index.dirs.setdefault(folder, []).append((rel, value["sha256"]))
+                index.by_hash.setdefault(value["sha256"], []).append(folder)
+        env = data.get("environment") or {}
+        listed = env.get("packages_file") or packages_path(rel).as_posix()
+        index.packages[index.norm(listed)] = rel
+    return index
+
+
+def is_dir_digest(value) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "dir" and bool(value.get("sha256"))
+
+
+def infer_dir(root: Path, manifest: str, key: str) -> str | None:
+    """The folder a directory digest describes, for manifests written before digests carried
+    their path: the sibling folder named like the manifest (base.manifest.json -> base) or the
+    key (final_sha256 -> final), else the only sibling folder that is not a run folder."""
+    parent = posixpath.dirname(manifest)
+    folder = root / parent
+    if not folder.is_dir():
+        return None
+    siblings = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in RUN_FOLDERS)
+    stem = Path(manifest).name.removesuffix("manifest.json").rstrip(".")
+    for name in (stem, key.removesuffix("_sha256")):
+        if name and name in siblings:
+            return posixpath.join(parent, name)
+    return posixpath.join(parent, siblings[0]) if len(siblings) == 1 else None

@@ -3,12 +3,10 @@ which the foundation stage pretrains), or a copy of the configured real backbone
 the next stage loads from."""
 
 import json
-import sys
 from pathlib import Path
 
-from cmr_rd.lineage import checkpoint_digest, describe_inputs, write_manifest
-from cmr_rd.model.backbone import BackboneError, TinyConfig, build_tiny, load_backbone
-from cmr_rd.stage import setup_logging
+from cmr_rd.model.backbone import TinyConfig, build_tiny, load_backbone
+from cmr_rd.stage import RuleRun
 
 
 def corpus_lines(paths):
@@ -22,10 +20,9 @@ def corpus_lines(paths):
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    settings = sm.params.model
-    out = Path(sm.output.model)
-    try:
+    with RuleRun(sm) as run:
+        settings = sm.params.model
+        out = Path(sm.output.model)
         if settings["base"] == "tiny":
             cfg = TinyConfig(**settings["tiny"], seed=sm.params.seed)
             build_tiny(out, corpus_lines(sm.input.corpus), cfg)
@@ -33,19 +30,9 @@ def main(sm) -> None:
             model, processor = load_backbone(settings["base"])
             model.save_pretrained(out)
             processor.save_pretrained(out)
-    except BackboneError as exc:
-        log.error("model.base: %s", exc)
-        sys.exit(2)
-    params = sum(p.numel() for p in load_backbone(str(out))[0].parameters())
-    log.info("backbone %s: %d parameters", settings["base"], params)
-    write_manifest(
-        sm.output.lineage,
-        rule=sm.rule,
-        config=sm.config,
-        params={"model": settings, "seed": sm.params.seed},
-        inputs=describe_inputs(sm.input.corpus),
-        extra={"parameters": params, "model_sha256": checkpoint_digest(out)},
-    )
+        params = sum(p.numel() for p in load_backbone(str(out))[0].parameters())
+        run.log.info("backbone %s: %d parameters", settings["base"], params)
+        run.record(parameters=params)
 
 
 if __name__ == "__main__":

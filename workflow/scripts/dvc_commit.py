@@ -3,13 +3,13 @@
 from pathlib import Path
 
 from cmr_rd.dvcgen import commit, write_record
-from cmr_rd.stage import setup_logging
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
-    setup_logging(sm.log[0])
-    record = commit(".", list(sm.params.configfiles), remote=sm.params.remote)
-    write_record(Path(sm.output.record), record)
+    with RuleRun(sm):  # no lineage manifest: the commit record and dvc.lock are the lineage
+        record = commit(".", list(sm.params.configfiles), remote=sm.params.remote)
+        write_record(Path(sm.output.record), record)
 
 
 if __name__ == "__main__":

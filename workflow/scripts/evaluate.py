@@ -5,42 +5,29 @@ from pathlib import Path
 
 import torch
 
-from cmr_rd.evaluate.harness import EvalInputError, evaluate_model, write_outputs
-from cmr_rd.lineage import describe_inputs, write_manifest
-from cmr_rd.stage import optional_paths, require_intact, setup_logging
+from cmr_rd.evaluate.harness import evaluate_model, write_outputs
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    checkpoints = require_intact(log, *optional_paths(sm.input.model))
-    settings = sm.params.evaluate
-    torch.set_num_threads(sm.threads)
-    try:
+    with RuleRun(sm) as run:
+        settings = sm.params.evaluate
+        torch.set_num_threads(sm.threads)
         samples, metrics, timing = evaluate_model(
             sm.params.model, sm.input.test, batch_size=settings["batch_size"],
             max_new_tokens=settings["max_new_tokens"],
             score_batch_size=settings["score_batch_size"], limit=settings["limit"],
         )  # fmt: skip
-    except EvalInputError as exc:
-        log.error("evaluation of %s: %s", sm.wildcards.model, exc)
-        raise SystemExit(2) from None
-    metrics = {"model": sm.wildcards.model, "checkpoint": sm.params.model, **metrics}
-    write_outputs(Path(sm.output.metrics).parent, samples, metrics)  # samples.parquet, metrics.json
-    # Wall times: kept out of the deterministic outputs.
-    Path(sm.output.timing).write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
-    write_manifest(
-        sm.output.lineage,
-        rule=sm.rule,
-        config=sm.config,
-        params={"model": sm.wildcards.model, "checkpoint": sm.params.model, **settings},
-        inputs={**checkpoints, **describe_inputs([sm.input.test])},
-        outputs=[sm.output.samples, sm.output.metrics],
-    )
-    log.info(
-        "%s: ACC %.3f, macro F1 %.3f, AUC %s, valid format %.3f, per class %s",
-        sm.wildcards.model, metrics["accuracy"], metrics["macro_f1"], metrics["auc_macro"],
-        metrics["format_valid_rate"], metrics["per_class_accuracy"],
-    )  # fmt: skip
+        metrics = {"model": sm.wildcards.model, "checkpoint": sm.params.model, **metrics}
+        # samples.parquet and metrics.json
+        write_outputs(Path(sm.output.metrics).parent, samples, metrics)
+        # Wall times: kept out of the deterministic outputs.
+        Path(sm.output.timing).write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
+        run.log.info(
+            "%s: ACC %.3f, macro F1 %.3f, AUC %s, valid format %.3f, per class %s",
+            sm.wildcards.model, metrics["accuracy"], metrics["macro_f1"], metrics["auc_macro"],
+            metrics["format_valid_rate"], metrics["per_class_accuracy"],
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

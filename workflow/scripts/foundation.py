@@ -6,55 +6,44 @@ from pathlib import Path
 
 from cmr_rd.foundation.vision import VisionConfig, pretrain_checkpoint
 from cmr_rd.jsonl import read_jsonl
-from cmr_rd.lineage import checkpoint_digest, describe_inputs, sha256_file, write_manifest
-from cmr_rd.stage import fingerprint, require_intact, setup_logging, train_in_run_folder
+from cmr_rd.stage import RuleRun, fingerprint, train_in_run_folder
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    parent = require_intact(log, sm.input.model)[str(sm.input.model)]
-    vision = {**sm.params.vision, "seed": sm.params.seed, "threads": sm.threads}
-    settings = {**sm.params.train, "seed": sm.params.seed + 1, "threads": sm.threads}
-    run_id = fingerprint(
-        {"stage": "foundation", "vision": vision, "train": settings, "model": parent["sha256"],
-         "findings": sha256_file(sm.input.findings), "data": sha256_file(sm.input.data)}
-    )  # fmt: skip
-    runs = Path(sm.output.summary).parent / "runs"
-    seen = runs / run_id / "vision"
-    if (seen / "vision_summary.json").is_file():
-        log.info("vision phase already done in %s", seen)
-    else:
-        summary = pretrain_checkpoint(
-            sm.input.model,
-            read_jsonl(sm.input.findings),
-            str(Path(sm.input.findings).parent),
-            str(seen),
-            VisionConfig(**vision),
-        )
-        log.info("vision phase: %s", summary)
-    cli = ["-m", "cmr_rd.model.cli", "train", "--stage", "foundation", "--model", str(seen),
-           "--data", str(sm.input.data)]  # fmt: skip
-    run = train_in_run_folder(cli, settings, run_id, sm.output.final,
-                              int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
-                              runs=runs)  # fmt: skip
-    if (run / "loss.csv").is_file():
-        Path(sm.output.loss).write_bytes((run / "loss.csv").read_bytes())
-    else:  # a run shorter than logging_steps logs no step
-        Path(sm.output.loss).write_text("step,epoch,loss,learning_rate\n")
-    Path(sm.output.summary).write_bytes((run / "train_summary.json").read_bytes())
-    Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
-    write_manifest(
-        sm.output.lineage,
-        rule=sm.rule,
-        config=sm.config,
-        params={"vision": vision, "train": settings, "run": run_id},
-        inputs={
-            "parent_checkpoint": parent,
-            **describe_inputs([sm.input.findings, sm.input.data]),
-        },  # fmt: skip
-        outputs=[sm.output.summary, sm.output.loss, sm.output.vision],
-        extra={"final_sha256": checkpoint_digest(sm.output.final)},
-    )
+    with RuleRun(sm) as run:
+        log = run.log
+        vision = {**sm.params.vision, "seed": sm.params.seed, "threads": sm.threads}
+        settings = {**sm.params.train, "seed": sm.params.seed + 1, "threads": sm.threads}
+        run_id = fingerprint(
+            {"stage": "foundation", "vision": vision, "train": settings,
+             "model": run.digest(sm.input.model), "findings": run.digest(sm.input.findings),
+             "data": run.digest(sm.input.data)}
+        )  # fmt: skip
+        runs = Path(sm.output.summary).parent / "runs"
+        seen = runs / run_id / "vision"
+        if (seen / "vision_summary.json").is_file():
+            log.info("vision phase already done in %s", seen)
+        else:
+            summary = pretrain_checkpoint(
+                sm.input.model,
+                read_jsonl(sm.input.findings),
+                str(Path(sm.input.findings).parent),
+                str(seen),
+                VisionConfig(**vision),
+            )
+            log.info("vision phase: %s", summary)
+        cli = ["-m", "cmr_rd.model.cli", "train", "--stage", "foundation", "--model",
+               str(seen), "--data", str(sm.input.data)]  # fmt: skip
+        trained = train_in_run_folder(cli, settings, run_id, sm.output.final,
+                                      int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
+                                      runs=runs)  # fmt: skip
+        if (trained / "loss.csv").is_file():
+            Path(sm.output.loss).write_bytes((trained / "loss.csv").read_bytes())
+        else:  # a run shorter than logging_steps logs no step
+            Path(sm.output.loss).write_text("step,epoch,loss,learning_rate\n")
+        Path(sm.output.summary).write_bytes((trained / "train_summary.json").read_bytes())
+        Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
+        run.record(run_folder=run_id, settings={"vision": vision, "train": settings})
 
 
 if __name__ == "__main__":

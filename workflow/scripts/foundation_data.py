@@ -6,37 +6,28 @@ from pathlib import Path
 from cmr_rd.foundation.pool import PoolConfig, build_pool
 from cmr_rd.foundation.questions import question_records
 from cmr_rd.jsonl import write_jsonl
-from cmr_rd.lineage import write_manifest
-from cmr_rd.stage import setup_logging
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    out = Path(sm.output.images).parent
-    frame = sm.params.frame
-    findings = build_pool(
-        PoolConfig(**sm.params.pool),
-        out,
-        image_size=frame["image_size"],
-        crop_fov_mm=frame["crop_fov_mm"],
-        percentiles=tuple(frame["normalize_percentiles"]),
-        workers=sm.threads,
-    )
-    questions = question_records(
-        findings, out.as_posix(), sm.params.questions_per_image, sm.params.pool["seed"]
-    )
-    write_jsonl(findings, Path(sm.output.findings))
-    write_jsonl(questions, Path(sm.output.dataset))
-    log.info("foundation pool: %d images, %d questions", len(findings), len(questions))
-    write_manifest(
-        sm.output.lineage,
-        rule=sm.rule,
-        config=sm.config,
-        params={key: sm.params[key] for key in ("pool", "frame", "questions_per_image")},
-        inputs={},
-        outputs=[sm.output.images, sm.output.findings, sm.output.dataset],
-        extra={"images": len(findings), "questions": len(questions)},
-    )
+    with RuleRun(sm) as run:
+        out = Path(sm.output.images).parent
+        frame = sm.params.frame
+        findings = build_pool(
+            PoolConfig(**sm.params.pool),
+            out,
+            image_size=frame["image_size"],
+            crop_fov_mm=frame["crop_fov_mm"],
+            percentiles=tuple(frame["normalize_percentiles"]),
+            workers=sm.threads,
+        )
+        questions = question_records(
+            findings, out.as_posix(), sm.params.questions_per_image, sm.params.pool["seed"]
+        )
+        write_jsonl(findings, Path(sm.output.findings))
+        write_jsonl(questions, Path(sm.output.dataset))
+        run.log.info("foundation pool: %d images, %d questions", len(findings), len(questions))
+        run.record(images=len(findings), questions=len(questions))
 
 
 # Guarded: worker pools that spawn re-import this module and must not rerun the stage.

@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from cmr_rd.jsonl import read_jsonl
-from cmr_rd.lineage import describe_inputs, write_manifest
 from cmr_rd.report import claims, figures, tables
-from cmr_rd.stage import setup_logging
+from cmr_rd.stage import RuleRun
 
 TITLES = {
     "table1": "Table 1. Per-class accuracy (recall) on the test split",
@@ -42,89 +41,69 @@ def _note(rows, left_out: list[str]) -> str:
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    config_rows, notes = sm.params.rows["tables"], sm.params.rows["notes"]
-    rows = {
-        table: [(label, [_json(p) for p in paths]) for label, paths in entries]
-        for table, entries in config_rows.items()
-    }
-    parts = ["# CMR-RD report\n", "Produced by the pipeline from results/eval/*/metrics.json.\n"]
-    for table, build in BUILDERS.items():
-        note = _note(rows[table], notes[table])
-        tables.write_table(build(rows[table]), Path(sm.output[f"{table}_csv"]).with_suffix(""),
-                           TITLES[table], note)  # fmt: skip
-        parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
-    built = {table: build(rows[table]) for table, build in BUILDERS.items()}
-    shares = {
-        row: [claims.batch_share(pd.read_csv(path)) for path in paths]
-        for row, paths in sm.params.claims_quotas.items()
-    }
-    checked = claims.claims_table(built, shares)
-    checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
-    claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
-    targets = claims.targets_table(rows)
-    targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
-    targets_md = claims.targets_markdown(targets, "The demo's targets")
-    Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
-    parts.extend([claims_md, targets_md])
-    paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
-    for table, frame in paper.items():
-        stem = Path(sm.output[f"{table}_csv"]).with_suffix("")
-        tables.write_table(frame, stem, TITLES[table], PAPER_NOTE)
-        parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
-    Path(sm.output.summary).write_text("\n".join(parts), encoding="utf-8")
+    with RuleRun(sm) as run:
+        config_rows, notes = sm.params.rows["tables"], sm.params.rows["notes"]
+        rows = {
+            table: [(label, [_json(p) for p in paths]) for label, paths in entries]
+            for table, entries in config_rows.items()
+        }
+        parts = [
+            "# CMR-RD report\n",
+            "Produced by the pipeline from results/eval/*/metrics.json.\n",
+        ]
+        for table, build in BUILDERS.items():
+            note = _note(rows[table], notes[table])
+            tables.write_table(build(rows[table]), Path(sm.output[f"{table}_csv"]).with_suffix(""),
+                               TITLES[table], note)  # fmt: skip
+            parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
+        built = {table: build(rows[table]) for table, build in BUILDERS.items()}
+        shares = {
+            row: [claims.batch_share(pd.read_csv(path)) for path in paths]
+            for row, paths in sm.params.claims_quotas.items()
+        }
+        checked = claims.claims_table(built, shares)
+        checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
+        claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
+        targets = claims.targets_table(rows)
+        targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
+        targets_md = claims.targets_markdown(targets, "The demo's targets")
+        Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
+        parts.extend([claims_md, targets_md])
+        paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
+        for table, frame in paper.items():
+            stem = Path(sm.output[f"{table}_csv"]).with_suffix("")
+            tables.write_table(frame, stem, TITLES[table], PAPER_NOTE)
+            parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
+        Path(sm.output.summary).write_text("\n".join(parts), encoding="utf-8")
 
-    figures.plot_confusion_matrices(
-        [(label, [m["confusion"] for m in metrics]) for label, metrics in rows["table1"]],
-        sm.output.confusion,
-    )
-    seed = sm.params.seeds[0]
-    figures.plot_gallery(pd.read_parquet(sm.input.gallery), sm.output.gallery,
-                         f"Test cases, {sm.params.showcase} seed {seed}",
-                         per_class=sm.params.gallery_per_class)  # fmt: skip
-    figures.plot_training_curves(
-        {
-            "align": pd.read_csv(sm.input.stage_losses[0]),
-            "sft": pd.read_csv(sm.input.stage_losses[1]),
-        },
-        [pd.read_csv(p) for p in sm.input.gppo_losses],
-        pd.read_csv(sm.input.gppo_rewards),
-        sm.output.training_curves,
-    )
-    from transformers import AutoImageProcessor
+        figures.plot_confusion_matrices(
+            [(label, [m["confusion"] for m in metrics]) for label, metrics in rows["table1"]],
+            sm.output.confusion,
+        )
+        seed = sm.params.seeds[0]
+        figures.plot_gallery(pd.read_parquet(sm.input.gallery), sm.output.gallery,
+                             f"Test cases, {sm.params.showcase} seed {seed}",
+                             per_class=sm.params.gallery_per_class)  # fmt: skip
+        figures.plot_training_curves(
+            {
+                "align": pd.read_csv(sm.input.stage_losses[0]),
+                "sft": pd.read_csv(sm.input.stage_losses[1]),
+            },
+            [pd.read_csv(p) for p in sm.input.gppo_losses],
+            pd.read_csv(sm.input.gppo_rewards),
+            sm.output.training_curves,
+        )
+        from transformers import AutoImageProcessor
 
-    figures.plot_model_inputs(
-        read_jsonl(sm.input.test),
-        AutoImageProcessor.from_pretrained(sm.input.processor),
-        sm.output.model_inputs,
-    )
-    for source in sm.input.gppo_figures:  # drawn by gppo_summary; copied so results/report is whole
-        shutil.copyfile(source, sm.output[Path(source).stem])
-    write_manifest(
-        sm.output.lineage,
-        rule=sm.rule,
-        config=sm.config,
-        params={
-            "rows": sm.params.rows,
-            "claims_quotas": sm.params.claims_quotas,
-            "showcase": sm.params.showcase,
-        },  # fmt: skip
-        inputs=describe_inputs(
-            [
-                *sm.input.metrics,
-                sm.input.paper,
-                sm.input.gallery,
-                sm.input.test,
-                *sm.input.stage_losses,
-                *sm.input.gppo_losses,
-                sm.input.gppo_rewards,
-                *sm.input.gppo_figures,
-                *sm.input.quotas,
-            ]
-        ),  # fmt: skip
-        outputs=[p for k, p in sm.output.items() if k != "lineage"],
-    )
-    log.info("report written: %s", sm.output.summary)
+        figures.plot_model_inputs(
+            read_jsonl(sm.input.test),
+            AutoImageProcessor.from_pretrained(sm.input.processor),
+            sm.output.model_inputs,
+        )
+        # Drawn by gppo_summary; copied so results/report is whole.
+        for source in sm.input.gppo_figures:
+            shutil.copyfile(source, sm.output[Path(source).stem])
+        run.log.info("report written: %s", sm.output.summary)
 
 
 if __name__ == "__main__":

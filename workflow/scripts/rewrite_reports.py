@@ -1,20 +1,17 @@
 """Rule rewrite_reports: scrub reports, pick the cold-start pool, rewrite behind the PHI gate."""
 
-import sys
 from pathlib import Path
 
-from cmr_rd.ingest.deid import MissingKeyError, load_key
-from cmr_rd.lineage import describe_inputs, write_manifest
+from cmr_rd.ingest.deid import load_key
 from cmr_rd.prompts import TEMPLATE_VERSION
 from cmr_rd.rewrite.client import LLMConfig
 from cmr_rd.rewrite.stage import PoolConfig, run_rewrite
-from cmr_rd.stage import setup_logging
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
-    log = setup_logging(sm.log[0])
-    settings = sm.params.rewrite
-    try:
+    with RuleRun(sm) as run:
+        settings = sm.params.rewrite
         key = load_key(
             sm.params.deid["key_env"], sm.params.deid["key_file"], synthetic=sm.params.synthetic
         )
@@ -29,19 +26,8 @@ def main(sm) -> None:
             cache_dir=Path(settings["cache_dir"]),
             seed=sm.params.seed,
         )
-    except (MissingKeyError, RuntimeError) as exc:
-        log.error("%s", exc)
-        sys.exit(1)
-    log.info("rewrite: %s", summary)
-    write_manifest(
-        Path(sm.output.lineage).parent,
-        rule=sm.rule,
-        config=sm.config,
-        params={"rewrite": settings, "seed": sm.params.seed, "template_version": TEMPLATE_VERSION},
-        inputs=describe_inputs([sm.input.manifest]),
-        outputs=[sm.output.templates, sm.output.scrubbed],
-        extra={"summary": summary},
-    )
+        run.log.info("rewrite: %s", summary)
+        run.record(template_version=TEMPLATE_VERSION, summary=summary)
 
 
 # Guarded: worker pools that spawn re-import this module and must not rerun the stage.

@@ -117,6 +117,10 @@ def cache_key(cfg: LLMConfig, system: str, prompt: str) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
+class MissingAPIKeyError(RuntimeError):
+    """Requests that must go to the API, and no API key in the environment."""
+
+
 def _cache_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / key[:2] / f"{key}.json"
 
@@ -391,7 +395,7 @@ def run_requests(
     """Gate, cache, ask (bounded concurrency), validate, record; results in input order.
 
     API problems never raise: they become "failed" results with a reason. A missing API key
-    raises RuntimeError, but only when some request actually has to go to the network."""
+    raises MissingAPIKeyError, but only when some request actually has to go to the network."""
     cache_dir, ledger_path = Path(cache_dir), Path(ledger_path)
     results: list[Result | None] = [None] * len(requests)
     pending: list[tuple[int, Request, str]] = []
@@ -410,7 +414,7 @@ def run_requests(
             pending.append((i, req, key))
     api_key = os.environ.get(cfg.api_key_env, "").strip()
     if pending and not api_key:
-        raise RuntimeError(
+        raise MissingAPIKeyError(
             f"{len(pending)} request(s) need the API, but the environment variable "
             f"{cfg.api_key_env} is not set (the API key is read only from there)"
         )
