@@ -176,3 +176,19 @@ def test_commit_outside_a_dvc_repository_only_says_so(tmp_path):
     record = commit(tmp_path)
     assert record["status"] == "skipped" and "no .dvc/" in record["reason"]
     assert list(tmp_path.iterdir()) == []  # no dvc.yaml, nothing else
+
+
+def test_snakemake_is_the_version_dvcgen_reads_the_dag_of():
+    """dvcgen reads job inputs, outputs, params and wildcards through Snakemake internals (no
+    public API gives them; the list is in cmr_rd.dvcgen above SNAKEMAKE_CHECKED). On an upgrade:
+    recheck those names, regenerate dvc.yaml, run this file and test_dvc_mirror.py, then move
+    SNAKEMAKE_CHECKED."""
+    import snakemake
+
+    from cmr_rd.dvcgen import SNAKEMAKE_CHECKED
+
+    assert snakemake.__version__ == SNAKEMAKE_CHECKED == "9.27.1", (
+        f"Snakemake {snakemake.__version__}: dvcgen was written against {SNAKEMAKE_CHECKED}; "
+        "recheck WorkflowApi._workflow, Workflow._prepare_dag/_build_dag/.dag.jobs and Job "
+        "attributes (cmr_rd/dvcgen.py)"
+    )

@@ -95,7 +95,19 @@ def _config_keys(params: dict, config: dict) -> list[str]:
     return sorted(k for k in found if not any(k.startswith(f"{o}.") for o in found))
 
 
+# Snakemake 9 has no public API for the jobs of a DAG (their inputs, outputs, params and
+# wildcards; `--d3dag` and `--summary` print rules and files, not params), so the functions
+# marked INTERNAL below read them from its internals, and nothing else in this module does:
+#   WorkflowApi._workflow; Workflow._prepare_dag(), ._build_dag(), .dag.jobs, .rules,
+#   .get_rule(), .default_target, .config; Job.rule, .wildcards_dict, .input, .output, .params;
+#   an input file's .flags["checkpoint_target"]; Rule.name, .script, .snakefile, .output.
+# tests/test_dvc.py pins the Snakemake version they were checked against: on an upgrade, check
+# these names, then move the pin.
+SNAKEMAKE_CHECKED = "9.27.1"
+
+
 def _jobs_of(workflow, workdir: Path) -> list[Job]:
+    """INTERNAL: the built DAG's jobs, in the order the rule files define the rules."""
     jobs = []
     for job in workflow.dag.jobs:
         rule = job.rule
@@ -119,6 +131,25 @@ def _jobs_of(workflow, workdir: Path) -> list[Job]:
     # In the order the rule files define the rules (the pipeline's), then phase 2 before 10.
     order = {rule.name: i for i, rule in enumerate(workflow.rules)}
     return sorted(jobs, key=lambda j: (order[j.rule], [_natural(v) for v in j.wildcards.values()]))
+
+
+def _build_jobs(workflow_api, dag_settings, workdir: Path) -> list[Job]:
+    """INTERNAL: build the DAG for these settings (public API: a DAGApi; the build: not)."""
+    workflow_api.dag(dag_settings)  # installs the settings on the workflow
+    workflow = workflow_api._workflow
+    workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+    workflow._build_dag()
+    return _jobs_of(workflow, workdir)
+
+
+def _rule_outputs(workflow_api, rule: str) -> list[str]:
+    """INTERNAL: a rule's output patterns."""
+    return [str(f) for f in workflow_api._workflow.get_rule(rule).output]
+
+
+def _default_target(workflow_api) -> str:
+    """INTERNAL: the rule `snakemake` builds without targets."""
+    return workflow_api._workflow.default_target
 
 
 def _natural(value: str) -> tuple:
@@ -147,31 +178,21 @@ def dag_jobs(workdir: Path, configfiles: list[str], targets: list[str]) -> list[
             snakefile=workdir / "Snakefile",
             workdir=workdir,
         )
-        dag_api = workflow_api.dag(DAGSettings(targets=set(targets)))
-        workflow = workflow_api._workflow  # the job DAG itself is not public API
-
-        def build() -> list[Job]:
-            workflow._prepare_dag(
-                forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True
-            )
-            workflow._build_dag()
-            return _jobs_of(workflow, workdir)
-
-        jobs = build()
+        jobs = _build_jobs(workflow_api, DAGSettings(targets=set(targets)), workdir)
         rules = {j.rule for j in jobs}
         # Before the checkpoint has run (or if it accepted nothing), no producer job is in the
         # DAG: ask for the producer's outputs for every possible value, to learn its inputs.
         extra = set()
         for consumer, (producer, wildcard, values) in AFTER_CHECKPOINT.items():
             if consumer in rules and producer not in rules:
-                pattern = str(workflow.get_rule(producer).output[0])
+                pattern = _rule_outputs(workflow_api, producer)[0]
                 extra |= {re.sub(rf"\{{{wildcard}(,[^{{}}]*)?\}}", v, pattern) for v in values}
         if extra:
-            dag_api.dag_settings.targets = set(targets or [workflow.default_target]) | extra
-            jobs = build()
+            wanted = set(targets or [_default_target(workflow_api)]) | extra
+            jobs = _build_jobs(workflow_api, DAGSettings(targets=wanted), workdir)
         for consumer, (producer, wildcard, _) in AFTER_CHECKPOINT.items():
-            outputs = [str(f) for f in workflow.get_rule(producer).output]
-            jobs = _behind_checkpoint(jobs, consumer, producer, _folder(outputs, wildcard))
+            folder = _folder(_rule_outputs(workflow_api, producer), wildcard)
+            jobs = _behind_checkpoint(jobs, consumer, producer, folder)
     return jobs
 
 
