@@ -20,6 +20,8 @@ from cmr_rd.stage import KNOWN_ERRORS, RuleRun, StageError
 
 SRC = Path(__file__).resolve().parents[1] / "src/cmr_rd"
 CHECKPOINT = "results/model/sft/final"
+# A rule's lineage outputs: the manifest and the package list beside it.
+Y = {"lineage": "results/y/manifest.json", "packages": "results/y/manifest.packages.txt"}
 PARAMS = {"train": {"lr": 0.1, "betas": (0.9, 0.99)}, "seed": 7, "label": "MI"}
 
 
@@ -117,7 +119,7 @@ def test_a_rerun_writes_the_same_bytes(upstream):
 
 
 def test_known_error_exits_2_with_one_line_and_no_manifest(upstream):
-    sm = _snakemake({"probe": "data/probe.jsonl"}, {"lineage": "results/y/manifest.json"})
+    sm = _snakemake({"probe": "data/probe.jsonl"}, Y)
     with pytest.raises(SystemExit) as stopped, RuleRun(sm):
         raise StageError("datasets.pmcvqa_dir:\n   no such folder")
     assert stopped.value.code == 2
@@ -131,14 +133,14 @@ def test_known_error_exits_2_with_one_line_and_no_manifest(upstream):
 def test_a_library_error_is_known_by_its_class(upstream):
     from cmr_rd.rewrite.qc import ReviewError
 
-    sm = _snakemake({}, {"lineage": "results/y/manifest.json"})
+    sm = _snakemake({}, Y)
     with pytest.raises(SystemExit) as stopped, RuleRun(sm):
         raise ReviewError("row 3: decision 'maybe' is not accept or reject")
     assert stopped.value.code == 2
 
 
 def test_an_unknown_error_still_raises(upstream):
-    sm = _snakemake({}, {"lineage": "results/y/manifest.json"})
+    sm = _snakemake({}, Y)
     with pytest.raises(ZeroDivisionError), RuleRun(sm):
         1 / 0  # noqa: B018
     assert not Path("results/y/manifest.json").exists()
@@ -146,7 +148,7 @@ def test_an_unknown_error_still_raises(upstream):
 
 def test_an_edited_checkpoint_stops_the_job_before_the_body(upstream):
     (Path(CHECKPOINT) / "model.safetensors").write_bytes(b"\1" + b"\0" * 63)
-    sm = _snakemake({"model": CHECKPOINT}, {"lineage": "results/y/manifest.json"})
+    sm = _snakemake({"model": CHECKPOINT}, Y)
     ran = []
     with pytest.raises(SystemExit) as stopped, RuleRun(sm):
         ran.append(True)
@@ -166,15 +168,18 @@ def test_checkpoints_module_names_the_edited_file(upstream):
 
 
 def test_record_cannot_overwrite_what_the_harness_records(upstream):
-    sm = _snakemake({}, {"lineage": "results/y/manifest.json"})
+    sm = _snakemake({}, Y)
     with pytest.raises(ValueError, match="params"), RuleRun(sm) as run:
         run.record(params={"hand": "picked"})
 
 
-def test_the_package_list_must_sit_beside_the_manifest(upstream):
-    sm = _snakemake({}, {"lineage": "results/y/manifest.json", "packages": "results/y/pkgs.txt"})
-    with pytest.raises(ValueError, match="manifest.packages.txt"), RuleRun(sm):
-        pass
+def test_the_package_list_must_be_declared_beside_the_manifest(upstream):
+    ran = []
+    for packages in ({}, {"packages": "results/y/pkgs.txt"}):
+        sm = _snakemake({}, {"lineage": "results/y/manifest.json", **packages})
+        with pytest.raises(ValueError, match="manifest.packages.txt"), RuleRun(sm):
+            ran.append(True)
+    assert ran == []
 
 
 def test_every_known_error_is_a_library_class():

@@ -197,8 +197,8 @@ class RuleRun:
       wildcards, every declared input and output, and what the body added with record().
 
     No script chooses what its lineage records, so every file a script writes must be a
-    declared output. The one exception is state that must outlive a job: a training run's
-    resumable `runs/` folder and the rewrite stage's API cache, which Snakemake would delete.
+    declared output. The exceptions are state that must outlive a job, which Snakemake would
+    delete as an output: a training run's resumable `runs/` folder, the rewrite API cache.
     """
 
     def __init__(self, sm):
@@ -209,8 +209,15 @@ class RuleRun:
 
     def __enter__(self) -> RuleRun:
         self.log = setup_logging(self.sm.log[0] if len(self.sm.log) else None)
+        lineage = self.sm.output.get("lineage")
+        if lineage:  # a rule that misdeclares its package list fails before the work, not after
+            from cmr_rd.lineage import packages_path
+
+            listed = packages_path(lineage)
+            if Path(self.sm.output.get("packages") or "") != listed:
+                raise ValueError(f"the rule must declare output packages={str(listed)!r}")
         paths = declared_files(self.sm.input)
-        if not self.sm.output.get("lineage"):  # nothing to record: only check the folders
+        if not lineage:  # nothing to record: only check the folders
             paths = [p for p in paths if Path(p).is_dir()]
         try:
             self.inputs = describe_declared(self.log, paths)
@@ -249,11 +256,7 @@ class RuleRun:
         lineage = sm.output.get("lineage")
         if not lineage:
             return None
-        listed = packages_path(lineage)
-        packages = sm.output.get("packages")
-        if packages and Path(packages) != listed:
-            raise ValueError(f"output packages must be {listed}, the list beside {lineage}")
-        own = {str(lineage), listed.as_posix()}
+        own = {str(lineage), packages_path(lineage).as_posix()}
         names = {name: declared_files(value) for name, value in sm.input.items()}
         return write_manifest(
             lineage,
