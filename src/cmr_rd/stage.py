@@ -1,4 +1,8 @@
-"""Small helpers the stage entry points use: logging, run folders for training, paths."""
+"""Small helpers the stage entry points use: logging, paths, and the rule-script harness.
+
+A training rule's run folder (fingerprint, launch, resume) is the training runtime's:
+`cmr_rd.model.runtime.train_in_run_folder`.
+"""
 
 from __future__ import annotations
 
@@ -24,75 +28,6 @@ def setup_logging(log_path: str | Path | None) -> logging.Logger:
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     return logging.getLogger("cmr_rd")
-
-
-def fingerprint(settings: dict) -> str:
-    """A short stable digest of a training run's inputs and settings: its run folder's name.
-
-    A rerun with the same inputs finds its own checkpoints and resumes; a changed input or setting
-    gets a fresh folder instead of resuming someone else's run.
-    """
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
-    """Run a training CLI (`-m module ...`) in a child process; return its exit code.
-
-    One process per GPU through `accelerate launch` with the shipped DDP config when the job has
-    several GPUs, else the current interpreter. SIGTERM (SLURM preemption) is passed on to the
-    child, which checkpoints and exits 143, so the job's rerun resumes.
-    """
-    import signal
-    import subprocess
-
-    if gpus > 1:
-        cmd = ["accelerate", "launch", "--config_file", "config/accelerate/ddp.yaml",
-               "--num_processes", str(gpus), *args]  # fmt: skip
-    else:
-        cmd = [sys.executable, *args]
-    logging.getLogger("cmr_rd").info("launching %s", " ".join(cmd))
-    with open(log_path, "a") as stream:
-        child = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT)
-        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-        try:
-            return child.wait()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def train_in_run_folder(
-    cli: list[str],
-    settings: dict,
-    run_id: str,
-    final: str | Path,
-    gpus: int,
-    log_path,
-    log,
-    runs: str | Path | None = None,
-) -> Path:
-    """Train in `<runs>/<run_id>/` (default: `runs/` beside the stage's final folder) and publish
-    the run's `final/` at `final`.
-
-    The run folder keeps the checkpoints, so a preempted job's rerun (same inputs and settings,
-    same fingerprint) resumes; a failed or preempted child ends the job with its exit code.
-    """
-    import json
-    import shutil
-
-    run = Path(runs or Path(final).parent / "runs") / run_id
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
-    log.info("run folder %s", run)
-    code = launch_training([*cli, "--out", str(run), "--config", str(run / "settings.json")],
-                           gpus, log_path)  # fmt: skip
-    if code != 0:
-        log.error("training exited with code %d (143: preempted, rerun to resume)", code)
-        sys.exit(code)
-    shutil.copytree(run / "final", final)
-    return run
 
 
 def optional_paths(value) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cmr_rd.foundation.vision import VisionConfig, pretrain_checkpoint
 from cmr_rd.jsonl import read_jsonl
-from cmr_rd.stage import RuleRun, fingerprint, train_in_run_folder
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
@@ -37,10 +38,7 @@ def main(sm) -> None:
         trained = train_in_run_folder(cli, settings, run_id, sm.output.final,
                                       int(sm.resources.get("gpu", 0) or 0), sm.log[0], log,
                                       runs=runs)  # fmt: skip
-        if (trained / "loss.csv").is_file():
-            Path(sm.output.loss).write_bytes((trained / "loss.csv").read_bytes())
-        else:  # a run shorter than logging_steps logs no step
-            Path(sm.output.loss).write_text("step,epoch,loss,learning_rate\n")
+        Path(sm.output.loss).write_bytes((trained / "loss.csv").read_bytes())
         Path(sm.output.summary).write_bytes((trained / "train_summary.json").read_bytes())
         Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
         run.record(run_folder=run_id, settings={"vision": vision, "train": settings})

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from cmr_rd.gppo.runs import RunName
-from cmr_rd.stage import RuleRun, fingerprint, train_in_run_folder
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder
+from cmr_rd.stage import RuleRun
 
 SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offset + phase
 

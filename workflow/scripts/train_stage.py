@@ -9,7 +9,8 @@ someone else's run.
 import shutil
 from pathlib import Path
 
-from cmr_rd.stage import RuleRun, fingerprint, train_in_run_folder
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder
+from cmr_rd.stage import RuleRun
 
 
 def main(sm) -> None:
@@ -25,10 +26,7 @@ def main(sm) -> None:
         trained = train_in_run_folder(cli, settings, run_id, sm.output.final,
                                       int(sm.resources.get("gpu", 0) or 0), sm.log[0], run.log,
                                       runs=Path(sm.output.summary).parent / "runs")  # fmt: skip
-        if (trained / "loss.csv").is_file():
-            shutil.copy(trained / "loss.csv", sm.output.loss)
-        else:  # a run shorter than logging_steps logs no step
-            Path(sm.output.loss).write_text("step,epoch,loss,learning_rate\n")
+        shutil.copy(trained / "loss.csv", sm.output.loss)
         shutil.copy(trained / "train_summary.json", sm.output.summary)
         run.record(run_folder=run_id, settings=settings)
 

@@ -3,7 +3,9 @@ language phase and each GPPO phase.
 
 A stage builds its model, data and trainer; `TrainingRun` does the rest the same way for all:
 
-- the run folder: `checkpoints/`, `tensorboard/`, `loss.csv`, `train_summary.json`, `final/`;
+- the run folder, named by a fingerprint of the run's inputs and settings and launched by the
+  job (`train_in_run_folder`), so a rerun with the same inputs resumes and a changed input starts
+  afresh: `checkpoints/`, `tensorboard/`, `loss.csv`, `train_summary.json`, `final/`;
 - resume from the newest complete checkpoint: weights through `from_pretrained` (see
   `TrainingRun.weights`), optimizer, schedule, RNG and the per-step log through the Trainer;
 - preemption: SIGTERM sets a flag, the next step end saves a checkpoint on every rank and training
@@ -14,25 +16,34 @@ A stage builds its model, data and trainer; `TrainingRun` does the rest the same
 - the TrainingArguments both TRL trainers take (`common_training_args`).
 
 Bad inputs are one-line `TrainInputError`s (CLI exit 2), never a traceback from a collator.
+
+torch and transformers are imported where they are used: the job side (`fingerprint`,
+`train_in_run_folder`) runs in every training rule's Snakemake job, which only waits for its child.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import logging
 import math
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image, UnidentifiedImageError
-from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    import torch
 
 LOSS_FIELDS = ("step", "epoch", "loss", "learning_rate")
 
@@ -190,29 +201,32 @@ def preemptible() -> Iterator[StopFlag]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class PreemptionCallback(TrainerCallback):
-    """Save and stop at the first step end after SIGTERM, agreed by all ranks.
+def preemption_callback(flag: StopFlag) -> Any:
+    """A TrainerCallback that saves and stops at the first step end after SIGTERM, agreed by all
+    ranks.
 
     Ranks may receive the signal at different steps; the flag is all-reduced every step so they
     all save the same checkpoint and leave together instead of deadlocking a collective.
     """
+    import torch
+    from transformers import TrainerCallback
 
-    def __init__(self, flag: StopFlag) -> None:
-        self.flag = flag
+    class PreemptionCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            requested = flag.requested
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
+                value = torch.tensor([1.0 if requested else 0.0], device=device)
+                torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+                requested = bool(value.item() > 0)
+            if requested:
+                flag.requested = True
+                flag.stopped_at = state.global_step
+                control.should_save = True
+                control.should_training_stop = True
+            return control
 
-    def on_step_end(self, args, state, control, **kwargs):
-        requested = self.flag.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            device = args.device if torch.distributed.get_backend() == "nccl" else "cpu"
-            value = torch.tensor([1.0 if requested else 0.0], device=device)
-            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-            requested = bool(value.item() > 0)
-        if requested:
-            self.flag.requested = True
-            self.flag.stopped_at = state.global_step
-            control.should_save = True
-            control.should_training_stop = True
-        return control
+    return PreemptionCallback()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +263,8 @@ def last_loss(log_history: list[dict[str, Any]]) -> float | None:
 
 
 def precision() -> str:
+    import torch
+
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
@@ -256,6 +272,8 @@ def precision() -> str:
 
 def set_cpu_threads(threads: int) -> None:
     """Torch threads per process on CPU (on a GPU the data path is not the bottleneck)."""
+    import torch
+
     if not torch.cuda.is_available():
         torch.set_num_threads(threads)
 
@@ -263,6 +281,8 @@ def set_cpu_threads(threads: int) -> None:
 def common_training_args(cfg: Any, precision: str) -> dict[str, Any]:
     """The TrainingArguments every stage shares (SFT and GRPO): periodic checkpoints to resume
     from, step logging to TensorBoard, precision, seeds, no worker processes, quiet output."""
+    import torch
+
     return {
         "save_strategy": "steps",
         "save_steps": cfg.save_steps,
@@ -344,7 +364,7 @@ class TrainingRun:
 
         Raises `Preempted` when SIGTERM stopped training before its last step.
         """
-        trainer.add_callback(PreemptionCallback(self.flag))
+        trainer.add_callback(preemption_callback(self.flag))
         if trainer.is_world_process_zero():
             self.out_dir.mkdir(parents=True, exist_ok=True)
         trainer.accelerator.wait_for_everyone()
@@ -392,3 +412,67 @@ class TrainingRun:
         if trainer.is_world_process_zero():
             (self.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The job side: the run folder a training rule launches its stage in
+
+
+def fingerprint(settings: dict) -> str:
+    """A short stable digest of a training run's inputs and settings: its run folder's name.
+
+    A rerun with the same inputs finds its own checkpoints and resumes; a changed input or setting
+    gets a fresh folder instead of resuming someone else's run.
+    """
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
+    """Run a training CLI (`-m module ...`) in a child process; return its exit code.
+
+    One process per GPU through `accelerate launch` with the shipped DDP config when the job has
+    several GPUs, else the current interpreter. SIGTERM (SLURM preemption) is passed on to the
+    child, which checkpoints and exits 143, so the job's rerun resumes.
+    """
+    if gpus > 1:
+        cmd = ["accelerate", "launch", "--config_file", "config/accelerate/ddp.yaml",
+               "--num_processes", str(gpus), *args]  # fmt: skip
+    else:
+        cmd = [sys.executable, *args]
+    logging.getLogger("cmr_rd").info("launching %s", " ".join(cmd))
+    with open(log_path, "a") as stream:
+        child = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        try:
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def train_in_run_folder(
+    cli: list[str],
+    settings: dict,
+    run_id: str,
+    final: str | Path,
+    gpus: int,
+    log_path,
+    log,
+    runs: str | Path | None = None,
+) -> Path:
+    """Train in `<runs>/<run_id>/` (default: `runs/` beside the stage's final folder) and publish
+    the run's `final/` at `final`.
+
+    The run folder keeps the checkpoints, so a preempted job's rerun (same inputs and settings,
+    same fingerprint) resumes; a failed or preempted child ends the job with its exit code.
+    """
+    run = Path(runs or Path(final).parent / "runs") / run_id
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True))
+    log.info("run folder %s", run)
+    code = launch_training([*cli, "--out", str(run), "--config", str(run / "settings.json")],
+                           gpus, log_path)  # fmt: skip
+    if code != 0:
+        log.error("training exited with code %d (143: preempted, rerun to resume)", code)
+        sys.exit(code)
+    shutil.copytree(run / "final", final)
+    return run
