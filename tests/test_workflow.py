@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from cmr_rd.classes import CLASSES
-from cmr_rd.devtools import copy_workflow, snakemake
+from cmr_rd.devtools import snakemake
 from cmr_rd.ingest.burned_in import BURNED_IN_TAG, BURNED_IN_TEXT
+from conftest import copy_run, listing
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +28,23 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, repo):
-    work = copy_workflow(tmp_path_factory.mktemp("wf"), repo)
-    shutil.copy(repo / "tests/configs/tiny.yaml", work / "config/tiny.yaml")
-    result = snakemake(work, "--cores", "2", "--configfile", "config/tiny.yaml")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return work
+@pytest.fixture
+def run(request, tiny_run, tmp_path):
+    """The finished tiny run (conftest's `tiny_run`, built once per session). A test marked
+    `edits_run` (it edits files or runs Snakemake there) gets its own copy, removed afterwards;
+    any other test reads the shared run and fails if it wrote into it. So no test depends on
+    another one having run before it, or not."""
+    if request.node.get_closest_marker("edits_run"):
+        work = copy_run(tiny_run, tmp_path / "wf")
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    before = listing(tiny_run)
+    yield tiny_run
+    changed = sorted(listing(tiny_run).items() ^ before.items())
+    assert not changed, f"wrote into the shared run (mark it edits_run): {changed[:5]}"
 
 
 def test_outputs_and_reconciliation(run):
@@ -122,6 +133,7 @@ def test_the_foundation_pool_shares_no_patient_report_or_image_with_the_cohort(r
     assert lineage["output_dirs"]["results/model/base"]["file_sha256"]  # every file of it
 
 
+@pytest.mark.edits_run
 def test_rerun_is_byte_identical_and_noop_does_nothing(run):
     before = _digests(run / "results/ingest")
     result = snakemake(
@@ -183,6 +195,7 @@ def test_rewrite_qc_and_datasets(run):
     assert len(alignment) > 0 and all(json.loads(x)["source"] == "cmr" for x in alignment)
 
 
+@pytest.mark.edits_run
 def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
     accepted = [
         json.loads(x) for x in (run / "results/rewrite/qc/accepted.jsonl").read_text().splitlines()
@@ -216,6 +229,7 @@ def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
     (run / "config/review_decisions.csv").unlink()
 
 
+@pytest.mark.edits_run
 def test_dvc_yaml_mirrors_the_rule_graph_after_a_run(run):
     """After a run (the QC checkpoint settled), dvc.yaml generated for this config has exactly
     the stages and edges of Snakemake's rule graph."""
@@ -281,6 +295,7 @@ def test_gppo_phase_chain(run):
         assert (summary / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.edits_run
 def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
     root = run / GPPO_RUN
     untouched = [
@@ -400,6 +415,7 @@ def test_report_tables_are_the_evaluations(run):
             assert image.width > 300 and image.height > 200
 
 
+@pytest.mark.edits_run
 def test_snakemake_html_report_holds_the_tables_and_figures(run):
     """`snakemake --report` renders a self-contained HTML file; every table and figure is
     embedded byte for byte, with its caption."""
@@ -474,6 +490,7 @@ rule hold_the_lock:
 """
 
 
+@pytest.mark.edits_run
 def test_a_second_snakemake_on_the_same_workdir_is_refused(run, tmp_path):
     """Snakemake's lock: while one invocation runs, another on the same folder stops with a
     clear message instead of writing the same outputs; the first one finishes unharmed. The
@@ -516,6 +533,7 @@ def test_a_second_snakemake_on_the_same_workdir_is_refused(run, tmp_path):
     assert not any((run / ".snakemake/locks").glob("*"))
 
 
+@pytest.mark.edits_run
 def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):
     """A checkpoint edited after its stage wrote it is caught by hash before it is used."""
     weights = run / "results/model/sft/seed1/final/model.safetensors"
@@ -534,6 +552,7 @@ def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):
         weights.write_bytes(original)
 
 
+@pytest.mark.edits_run
 def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
     import yaml
 
@@ -548,8 +567,8 @@ def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-# Last in the file: these tests retrain SFT under a longer schedule, which makes the stage-1
-# outputs differ from tiny.yaml's for any test that would come after them.
+# These tests retrain SFT under a longer schedule, which makes the stage-1 outputs differ from
+# tiny.yaml's: each works on its own copy of the run (edits_run), so no other test sees that.
 PREEMPT_STEPS = 40
 SFT_RUNS = "results/model/sft/seed1/runs"
 
@@ -567,6 +586,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.edits_run
 @pytest.mark.parametrize("fault", ["sigterm_job", "sigkill_all"])
 def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(run, fault):
     """sigterm_job: what a scheduler does on preemption or time limit, SIGTERM to every process
