@@ -24,6 +24,7 @@ import yaml
 from cmr_rd.classes import CLASSES
 from cmr_rd.devtools import copy_workflow, snakemake
 from cmr_rd.dvcgen import RECORD, commit, generate, restore
+from conftest import copy_run
 from test_dvc_mirror import dvc_dag, snakemake_graph
 
 TINY = ("--configfile=config/tiny.yaml",)  # "=": the targets after it are not config files
@@ -157,10 +158,10 @@ def test_dvc_commit_is_the_last_rule_and_local(work, repo):
 
 
 @pytest.mark.slow
-def test_restore_after_removing_results_and_cache(work):
+def test_restore_after_removing_results_and_cache(work, tmp_path):
     """A checkout stamps files in DVC's order; the restore (checkout or pull, `dvc status`
     clean, `snakemake --touch`) gives Snakemake nothing to do, with the same bytes."""
-    root = work["root"]
+    root = copy_run(work["root"], tmp_path / "dvcwf")  # its own copy: the other tests read work
     shutil.rmtree(root / "results")
     shutil.rmtree(root / ".dvc/cache")  # as on a fresh clone: everything comes from the remote
     restore(root, ["config/tiny.yaml"], remote="local")
