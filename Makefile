@@ -9,11 +9,12 @@ CORES ?= $(shell nproc)
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test lint format bench lock clean-results help audit dvc-commit restore
+.PHONY: demo test test-fast lint format bench lock clean-results help audit dvc-commit restore
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the synthetic cohort (CPU)"
 	@echo "make test   - set up .venv and run the test suite"
+	@echo "make test-fast - the unit tier: every test not marked slow (no workflow run)"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 	@echo "make bench  - run the benchmarks, results under results/benchmarks/"
 	@echo "make audit ARTIFACT=results/report/table5.csv - trace an artifact back to the raw data"
@@ -34,8 +35,16 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/local
 	$(BIN)/snakemake --report results/report/report.html
 
+# Two pytest-xdist workers; tests/conftest.py keeps a file's tests on one worker (but for
+# test_workflow.py's) and builds the shared workflow run once for both.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 $(XDIST)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=10 -m "not slow" $(XDIST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow benchmarks

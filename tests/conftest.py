@@ -5,12 +5,12 @@ read by the workflow tests; a test that edits files in it or reruns Snakemake th
 own copy (`copy_run`; tests/test_workflow.py's `run` fixture gives one to tests marked
 `edits_run`). So no test depends on another one having run before it.
 
-`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`). A session fixture is then
+`make test` runs two pytest-xdist workers (`-n 2 --dist loadfile`). A session fixture is then
 built once per worker, so `_once` builds `tiny_run` in a folder that all workers of the session
 share, under a file lock: the first worker to need it builds it, the other waits and reuses it.
-`pytest_collection_modifyitems` keeps each test file on one worker (its module fixtures built
-once), except test_workflow.py, whose tests are independent and go to whichever worker is free,
-and puts the longest files first so that both workers finish at about the same time.
+The scheduler below keeps each test file on one worker (its module fixtures built once), except
+test_workflow.py, whose tests are independent and go to whichever worker is free, and the
+collection puts the longest files first so that both workers finish at about the same time.
 """
 
 from __future__ import annotations
@@ -29,8 +29,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Files whose tests may run on different workers (each test sets up what it needs).
 SPREAD = {"test_workflow.py"}
-# Longest first, in seconds of `make test` on 2 cores; the other files follow in name order.
-LONGEST = ("test_workflow.py", "test_slurm.py")
+# The longest files first (measured in `make test`), so that no long one starts last; the other
+# files follow in name order. The SLURM file's run and tiny_run's build start side by side.
+LONGEST = (
+    "test_slurm.py",
+    "test_workflow.py",
+    "test_rewrite_openai_workflow.py",
+    "test_dvc.py",
+    "test_foundation.py",
+    "test_train.py",
+    "test_phi_gate.py",
+    "test_gppo_train.py",
+    "test_burned_in.py",
+    "test_gppo_effect.py",
+    "test_rewrite_client.py",
+    "test_ingest_faults.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,9 +53,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return LONGEST.index(name) if name in LONGEST else len(LONGEST)
 
     items.sort(key=rank)  # stable: a file's tests keep their order, and stay together
-    for item in items:
-        if item.path.name not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile` (a file's tests on one worker, its module fixtures built once), except
+    that the tests of SPREAD files go one by one to whichever worker is free. (xdist's own
+    `loadgroup` would do it with marks, but it renames node ids in a way pytest 9.2 ignores.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SpreadFileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if Path(path).name in SPREAD else path
+
+    return SpreadFileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
