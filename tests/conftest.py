@@ -26,6 +26,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Torch's OpenMP threads sleep when idle instead of spinning. The tests share 2 cores (two xdist
+# workers, Snakemake's parallel jobs): with spinning, a test that trains on two threads beside one
+# busy process took over 300 s of CPU where it needs 59 s (test_the_image_path_learns). Set
+# before torch is imported, inherited by every job the tests start; results do not change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Files whose tests may run on different workers (each test sets up what it needs).
 SPREAD = {"test_workflow.py"}
