@@ -6,6 +6,12 @@ body, counts requests in flight, and injects faults on demand: "429" (with Retry
 "500", "503", "slow" (sleeps past the client timeout), "garbage" (a well-formed reply whose
 text the caller's validator rejects) and "broken_json" (HTTP 200 with a body that is not JSON).
 
+User messages may be content parts (chat: text + image_url; responses: input_text +
+input_image): `prompt_of` joins their text, `images_of` lists their image URLs, and each
+recorded request keeps them under "images". A responder returns the reply text, or a dict
+{"text": ..., "logprobs": [...]} whose per-token log-probabilities (see `token_logprobs`) go
+into a chat reply when the request asked for `logprobs`, as the real API does.
+
 Also here, because both test modules need it: a small synthetic cohort generated once per
 test process (a few seconds), so no test depends on an earlier demo run.
 """
@@ -32,21 +38,67 @@ FAULTS = ("429", "500", "503", "slow", "garbage", "broken_json")
 GARBAGE_TEXT = "I am sorry, but I cannot help with that request."
 
 
+IMAGE_TOKENS = 85  # what a low-detail image costs on the OpenAI API, per image
+
+
 def tokens(text: str) -> int:
     """Deterministic stand-in for a tokenizer: one token per four characters."""
     return max(1, math.ceil(len(text) / 4))
 
 
-def prompt_of(body: dict[str, Any]) -> tuple[str, str]:
-    """(system, user) text of a request body of either protocol."""
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Content parts of a message (a plain string is one text part)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [p for p in content or [] if isinstance(p, dict)]
+
+
+def _text(content: Any) -> str:
+    return "".join(
+        p.get("text") or "" for p in _parts(content) if p.get("type") in ("text", "input_text")
+    )
+
+
+def _user_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     if "messages" in body:
-        system = "".join(m.get("content") or "" for m in body["messages"] if m["role"] == "system")
-        user = "".join(m.get("content") or "" for m in body["messages"] if m["role"] == "user")
-        return system, user
-    return body.get("instructions") or "", body.get("input") or ""
+        return [m for m in body["messages"] if m.get("role") == "user"]
+    given = body.get("input")
+    if isinstance(given, list):
+        return [m for m in given if isinstance(m, dict) and m.get("role", "user") == "user"]
+    return [{"role": "user", "content": given or ""}]
 
 
-def echo_responder(body: dict[str, Any]) -> str:
+def prompt_of(body: dict[str, Any]) -> tuple[str, str]:
+    """(system, user) text of a request body of either protocol; text parts joined."""
+    if "messages" in body:
+        system = "".join(_text(m.get("content")) for m in body["messages"] if m["role"] == "system")
+    else:
+        system = body.get("instructions") or ""
+    return system, "".join(_text(m.get("content")) for m in _user_messages(body))
+
+
+def images_of(body: dict[str, Any]) -> list[str]:
+    """The image URLs (data URLs) in the user messages of a request body, in order."""
+    urls = []
+    for message in _user_messages(body):
+        for part in _parts(message.get("content")):
+            if part.get("type") == "image_url":
+                urls.append((part.get("image_url") or {}).get("url") or "")
+            elif part.get("type") == "input_image":
+                urls.append(part.get("image_url") or "")
+    return urls
+
+
+def token_logprobs(rows: list[tuple[str, float, list[tuple[str, float]]]]) -> list[dict[str, Any]]:
+    """Chat `logprobs.content` entries from (token, logprob, [(alternative, logprob), ...])."""
+
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "bytes": list(token.encode()), "logprob": logprob}
+
+    return [{**one(t, lp), "top_logprobs": [one(a, alp) for a, alp in top]} for t, lp, top in rows]
+
+
+def echo_responder(body: dict[str, Any]) -> str | dict[str, Any]:
     """Default reply: a JSON object that identifies the prompt it answers."""
     system, user = prompt_of(body)
     digest = hashlib.sha256((system + "\x00" + user).encode()).hexdigest()[:16]
@@ -59,7 +111,7 @@ class LoopbackOpenAI:
     def __init__(
         self,
         api_key: str | None = None,
-        responder: Callable[[dict[str, Any]], str] | None = None,
+        responder: Callable[[dict[str, Any]], str | dict[str, Any]] | None = None,
         latency_s: float = 0.0,
         slow_s: float = 2.0,
     ) -> None:
@@ -71,7 +123,8 @@ class LoopbackOpenAI:
         self.slow_s = slow_s  # how long a "slow" fault sleeps
         self.faults: deque[str] = deque()  # consumed one per incoming request, in order
         self.fault_for: Callable[[dict[str, Any]], str | None] | None = None  # per-request rule
-        self.requests: list[dict[str, Any]] = []  # {"path", "body", "raw", "status", "fault"}
+        # {"path", "body", "raw", "images", "status", "fault"}
+        self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -153,10 +206,15 @@ def _error_body(message: str, kind: str, code: str | None = None) -> dict[str, A
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def response_object(body: dict[str, Any], text: str) -> dict[str, Any]:
-    """A Responses API `Response` (status completed) carrying one output_text."""
+def _input_tokens(body: dict[str, Any]) -> int:
     system, user = prompt_of(body)
-    tin, tout = tokens(system + user), tokens(text)
+    return tokens(system + user) + IMAGE_TOKENS * len(images_of(body))
+
+
+def response_object(body: dict[str, Any], reply: str | dict[str, Any]) -> dict[str, Any]:
+    """A Responses API `Response` (status completed) carrying one output_text."""
+    text = reply["text"] if isinstance(reply, dict) else reply
+    tin, tout = _input_tokens(body), tokens(text)
     effort = (body.get("reasoning") or {}).get("effort")
     return {
         "id": f"resp_{uuid.uuid4().hex}",
@@ -194,10 +252,15 @@ def response_object(body: dict[str, Any], text: str) -> dict[str, Any]:
     }
 
 
-def chat_object(body: dict[str, Any], text: str) -> dict[str, Any]:
-    """A `ChatCompletion` with one choice."""
-    system, user = prompt_of(body)
-    tin, tout = tokens(system + user), tokens(text)
+def chat_object(body: dict[str, Any], reply: str | dict[str, Any]) -> dict[str, Any]:
+    """A `ChatCompletion` with one choice; log-probabilities only if asked for and supplied."""
+    text = reply["text"] if isinstance(reply, dict) else reply
+    tin, tout = _input_tokens(body), tokens(text)
+    logprobs = None
+    if body.get("logprobs") and isinstance(reply, dict) and reply.get("logprobs") is not None:
+        top = int(body.get("top_logprobs") or 0)
+        content = [{**t, "top_logprobs": t["top_logprobs"][:top]} for t in reply["logprobs"]]
+        logprobs = {"content": content, "refusal": None}
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -208,7 +271,7 @@ def chat_object(body: dict[str, Any], text: str) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
                 "finish_reason": "stop",
-                "logprobs": None,
+                "logprobs": logprobs,
             }
         ],
         "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
@@ -257,6 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = {}
         entry: dict[str, Any] = {"path": self.path, "body": body, "raw": raw, "fault": None}
+        entry["images"] = images_of(body) if isinstance(body, dict) else []
         auth = self.headers.get("Authorization") or ""
         if not owner.authorised(auth):
             entry["status"] = 401

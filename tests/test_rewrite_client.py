@@ -395,3 +395,156 @@ def test_loopback_default_key_follows_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.delenv("OPENAI_API_KEY")
     assert srv.authorised("Bearer anything") and not srv.authorised("") and not srv.authorised("x")
     assert LoopbackOpenAI(api_key="k").authorised("Bearer k")
+
+
+# ----------------------------------------------------------------------------- images, logprobs
+
+
+def _png(path: Path, value: int) -> Path:
+    from PIL import Image
+
+    Image.new("L", (8, 8), value).save(path)
+    return path
+
+
+def test_text_cache_keys_are_those_of_before_images_and_logprobs(server: LoopbackOpenAI) -> None:
+    """Existing caches stay valid: a text-only key is still the hash of the same payload."""
+    import hashlib
+
+    for cfg in (config(server), config(server, api="chat", temperature=0.0)):
+        payload = {
+            "api": cfg.api,
+            "model": cfg.model,
+            "system": SYSTEM,
+            "prompt": "Report: normal study.",
+            "params": cfg.params(),
+            "template_version": cfg.template_version,
+        }
+        canon = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        expected = hashlib.sha256(canon.encode()).hexdigest()
+        assert cache_key(cfg, SYSTEM, "Report: normal study.") == expected
+        assert cache_key(cfg, SYSTEM, "Report: normal study.", ()) == expected
+
+
+def test_image_request_as_content_parts_cached_by_image_hash(
+    server: LoopbackOpenAI, tmp_path: Path
+) -> None:
+    from cmr_rd.rewrite.client import image_data_url
+
+    dark, light = _png(tmp_path / "a.png", 10), _png(tmp_path / "b.png", 200)
+    url_a, url_b = image_data_url(dark), image_data_url(light)
+    assert url_a.startswith("data:image/png;base64,") and url_a != url_b
+    with pytest.raises(ValueError, match="not a PNG"):
+        image_data_url(tmp_path / "x.bmp")
+    prompt = "Which cardiomyopathy does this slice show?"
+    for api in ("chat", "responses"):
+        server.reset()
+        cfg = config(server, api=api)
+        text_key = cache_key(cfg, SYSTEM, prompt)
+        key_a = cache_key(cfg, SYSTEM, prompt, (url_a,))
+        assert len({text_key, key_a, cache_key(cfg, SYSTEM, prompt, (url_b,))}) == 3
+        assert cache_key(cfg, SYSTEM, prompt, (url_a, url_b)) != key_a
+        reqs = [Request("A", SYSTEM, prompt, images=(url_a,)), Request("T", SYSTEM, prompt)]
+        cache = tmp_path / f"cache_{api}"
+        results = run_requests(reqs, cfg, cache, tmp_path / f"{api}.csv", validate)
+        assert [r.status for r in results] == ["ok", "ok"]
+        assert len(server.requests) == 2  # same text, with and without an image: two keys
+        text_only, with_image = sorted(server.requests, key=lambda r: len(r["images"]))
+        assert with_image["images"] == [url_a] and text_only["images"] == []
+        assert prompt_of(with_image["body"]) == (SYSTEM, prompt)
+        if api == "chat":
+            user = with_image["body"]["messages"][1]["content"]
+            assert user == [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": url_a}},
+            ]
+            assert text_only["body"]["messages"][1]["content"] == prompt
+        else:
+            [message] = with_image["body"]["input"]
+            assert message["role"] == "user"
+            assert [p["type"] for p in message["content"]] == ["input_text", "input_image"]
+            assert message["content"][1]["image_url"] == url_a
+            assert text_only["body"]["input"] == prompt
+        # the image is billed, and the cache holds the hash of the image, not the image
+        rows = ledger_rows(tmp_path / f"{api}.csv")
+        assert int(rows[0]["input_tokens"]) > int(rows[1]["input_tokens"]) + 80
+        entry_text = (cache / key_a[:2] / f"{key_a}.json").read_text()
+        assert url_a.split(",")[1][:40] not in entry_text
+        server.reset()
+        again = run_requests(reqs, cfg, cache, tmp_path / f"{api}.csv", validate)
+        assert server.requests == [] and all(r.cached for r in again)
+        other = run_requests(
+            [Request("B", SYSTEM, prompt, images=(url_b,))],
+            cfg,
+            cache,
+            tmp_path / "o.csv",
+            validate,
+        )
+        assert not other[0].cached and server.requests[0]["images"] == [url_b]
+
+
+def test_phi_gate_reads_the_text_of_image_requests(server: LoopbackOpenAI, tmp_path: Path) -> None:
+    from cmr_rd.rewrite.client import image_data_url
+
+    url = image_data_url(_png(tmp_path / "a.png", 90))
+    reqs = [Request("P", SYSTEM, "Name: Hescyra Umbrwick\nNormal study.", images=(url,))]
+    [res] = run_requests(reqs, config(server, api="chat"), tmp_path, tmp_path / "l.csv", validate)
+    assert res.status == "refused" and server.requests == []
+
+
+def _logprob_responder(body: dict[str, Any]) -> dict[str, Any]:
+    from openai_loopback import token_logprobs
+
+    text = echo_responder(body)
+    assert isinstance(text, str)
+    rows = [
+        ('{"', -0.01, [('{"', -0.01), ("{", -4.6)]),
+        ("echo", -0.2, [("echo", -0.2), ("ec", -1.9), ("x", -3.0), ("y", -5.0)]),
+    ]
+    return {"text": text, "logprobs": token_logprobs(rows)}
+
+
+def test_logprobs_round_trip_through_the_cache(server: LoopbackOpenAI, tmp_path: Path) -> None:
+    server.responder = _logprob_responder
+    cfg = config(server, api="chat", top_logprobs=3)
+    plain = config(server, api="chat")
+    assert cache_key(cfg, SYSTEM, "Normal.") != cache_key(plain, SYSTEM, "Normal.")
+    reqs = [Request("L", SYSTEM, "Normal.")]
+    [first] = run_requests(reqs, cfg, tmp_path / "c", tmp_path / "l.csv", validate)
+    [rec] = server.requests
+    assert rec["body"]["logprobs"] is True and rec["body"]["top_logprobs"] == 3
+    assert first.logprobs == [
+        {
+            "token": '{"',
+            "logprob": -0.01,
+            "top": [{"token": '{"', "logprob": -0.01}, {"token": "{", "logprob": -4.6}],
+        },
+        {
+            "token": "echo",
+            "logprob": -0.2,
+            "top": [
+                {"token": "echo", "logprob": -0.2},
+                {"token": "ec", "logprob": -1.9},
+                {"token": "x", "logprob": -3.0},
+            ],
+        },
+    ]
+    server.reset()
+    [cached] = run_requests(reqs, cfg, tmp_path / "c", tmp_path / "l.csv", validate)
+    assert server.requests == [] and cached.cached and cached.logprobs == first.logprobs
+    # not asked for: not requested, not returned, not stored (and the server sends none)
+    [without] = run_requests(reqs, plain, tmp_path / "c", tmp_path / "l.csv", validate)
+    assert without.logprobs is None and without.reply == first.reply
+    assert "logprobs" not in server.requests[-1]["body"]
+    key = cache_key(plain, SYSTEM, "Normal.")
+    assert "logprobs" not in json.loads((tmp_path / "c" / key[:2] / f"{key}.json").read_text())
+    # asked for, but the API returns none: None, not an error
+    server.responder = echo_responder
+    [none] = run_requests(
+        [Request("M", SYSTEM, "Other.")], cfg, tmp_path / "c", tmp_path / "l.csv", validate
+    )
+    assert none.status == "ok" and none.logprobs is None
+    with pytest.raises(ValueError, match="top_logprobs needs api 'chat'"):
+        LLMConfig(api="responses", top_logprobs=3)
+    with pytest.raises(ValueError, match="between 0 and 20"):
+        LLMConfig(api="chat", top_logprobs=21)

@@ -11,10 +11,19 @@ next to it.
 The API key is read only from the environment variable named in the config and handed straight
 to the openai client; nothing here formats an exception message from the API (which may quote
 the key) into a reason, a log line or a file.
+
+A request may carry images (data URLs, see `image_data_url`): they go with the user text as
+content parts (chat: text + image_url; responses: input_text + input_image), and the cache key
+then includes each image's sha256 (never the base64 itself). The PHI gate reads the text only.
+On the chat API a config may ask for the top log-probabilities of every output token
+(`top_logprobs`); they come back on the `Result` and are kept in the cache entry, so a cache
+hit returns them too. Text-only requests without log-probabilities have the same cache keys as
+before either existed, so old caches stay valid.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -62,6 +71,7 @@ class LLMConfig:
     price_input_per_mtok: float = 2.0
     price_output_per_mtok: float = 8.0
     template_version: str = "v1"
+    top_logprobs: int | None = None  # chat only: ask for logprobs with this many alternatives
 
     def __post_init__(self) -> None:
         if self.api not in _APIS:
@@ -72,6 +82,11 @@ class LLMConfig:
             raise ValueError("max_retries and malformed_retries must be >= 0")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if self.top_logprobs is not None:
+            if self.api != "chat":
+                raise ValueError("top_logprobs needs api 'chat' (the chat completions API)")
+            if not 0 <= self.top_logprobs <= 20:
+                raise ValueError("top_logprobs must be between 0 and 20")
 
     def params(self) -> dict[str, Any]:
         """The sampling parameters that change the reply (and so belong in the cache key)."""
@@ -91,6 +106,7 @@ class Request:
     system: str
     prompt: str  # already scrubbed by the caller
     known: tuple[str, ...] = ()  # known identifiers for the gate's exact third layer
+    images: tuple[str, ...] = ()  # data URLs (data:image/png;base64,...), sent after the text
 
 
 @dataclass
@@ -101,11 +117,31 @@ class Result:
     reason: str | None  # why failed/refused (no PHI, no key)
     cached: bool
     attempts: int  # API calls made for this item in this run (0 when cached or refused)
+    # per output token {"token", "logprob", "top": [{"token", "logprob"}, ...]} when the config
+    # asked for top_logprobs and the API returned them; else None
+    logprobs: list[dict[str, Any]] | None = None
 
 
-def cache_key(cfg: LLMConfig, system: str, prompt: str) -> str:
-    """sha256 of the canonical JSON of everything that determines the reply."""
-    payload = {
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def image_data_url(path: str | Path) -> str:
+    """A data URL (data:image/png;base64,...) of an image file, for `Request.images`."""
+    path = Path(path)
+    mime = _IMAGE_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"{path}: not a PNG or JPEG file name (suffix {path.suffix!r})")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def cache_key(
+    cfg: LLMConfig, system: str, prompt: str, images: tuple[str, ...] | list[str] = ()
+) -> str:
+    """sha256 of the canonical JSON of everything that determines the reply.
+
+    Images enter as the sha256 of each data URL, and `top_logprobs` as its value, each only
+    when present: a text-only request without log-probabilities keeps its old key."""
+    payload: dict[str, Any] = {
         "api": cfg.api,
         "model": cfg.model,
         "system": system,
@@ -113,6 +149,10 @@ def cache_key(cfg: LLMConfig, system: str, prompt: str) -> str:
         "params": cfg.params(),
         "template_version": cfg.template_version,
     }
+    if images:
+        payload["images"] = [hashlib.sha256(url.encode("ascii")).hexdigest() for url in images]
+    if cfg.top_logprobs is not None:
+        payload["top_logprobs"] = cfg.top_logprobs
     canon = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
@@ -169,6 +209,7 @@ class _Reply:
     text: str
     input_tokens: int
     output_tokens: int
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class _MalformedWithUsage(_Malformed):
@@ -239,10 +280,50 @@ def _make_client(cfg: LLMConfig, api_key: str) -> Any:
     )
 
 
-def _call_api(client: Any, cfg: LLMConfig, system: str, prompt: str) -> _Reply:
+def _user_content(req: Request) -> Any:
+    """The user message: the prompt alone, or content parts (text, then each image)."""
+    if not req.images:
+        return req.prompt
+    return [
+        {"type": "text", "text": req.prompt},
+        *({"type": "image_url", "image_url": {"url": url}} for url in req.images),
+    ]
+
+
+def _responses_input(req: Request) -> Any:
+    if not req.images:
+        return req.prompt
+    parts = [{"type": "input_text", "text": req.prompt}]
+    parts += [{"type": "input_image", "image_url": url, "detail": "auto"} for url in req.images]
+    return [{"role": "user", "content": parts}]
+
+
+def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
+    """The chat choice's per-token log-probabilities in plain dicts, or None if absent."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [
+        {
+            "token": str(t.token),
+            "logprob": float(t.logprob),
+            "top": [
+                {"token": str(a.token), "logprob": float(a.logprob)} for a in (t.top_logprobs or [])
+            ],
+        }
+        for t in content
+    ]
+
+
+def _call_api(client: Any, cfg: LLMConfig, req: Request) -> _Reply:
     """One API call (the client retries transport faults inside it); the reply's text."""
+    system = req.system
     if cfg.api == "responses":
-        kwargs: dict[str, Any] = {"model": cfg.model, "instructions": system, "input": prompt}
+        kwargs: dict[str, Any] = {
+            "model": cfg.model,
+            "instructions": system,
+            "input": _responses_input(req),
+        }
         if cfg.reasoning_effort is not None:
             kwargs["reasoning"] = {"effort": cfg.reasoning_effort}
         response = client.responses.create(**kwargs)
@@ -260,10 +341,16 @@ def _call_api(client: Any, cfg: LLMConfig, system: str, prompt: str) -> _Reply:
         return reply
     kwargs = {
         "model": cfg.model,
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": _user_content(req)},
+        ],
     }
     if cfg.temperature is not None:
         kwargs["temperature"] = cfg.temperature
+    if cfg.top_logprobs is not None:
+        kwargs["logprobs"] = True
+        kwargs["top_logprobs"] = cfg.top_logprobs
     completion = client.chat.completions.create(**kwargs)
     try:
         usage = completion.usage
@@ -272,9 +359,10 @@ def _call_api(client: Any, cfg: LLMConfig, system: str, prompt: str) -> _Reply:
         choice = completion.choices[0]
         text = choice.message.content
         finish = getattr(choice, "finish_reason", None)
+        logprobs = _logprobs(choice) if cfg.top_logprobs is not None else None
     except Exception as exc:
         raise _Malformed(f"unparseable API reply ({type(exc).__name__})") from None
-    reply = _Reply(text or "", tin, tout)
+    reply = _Reply(text or "", tin, tout, logprobs)
     if finish == "length":
         raise _MalformedWithUsage("reply truncated (finish_reason length)", reply)
     return reply
@@ -324,7 +412,7 @@ class _Run:
         with self.lock_for(key):
             entry = _read_cache(self.cache_dir, key, self.validate)
             if entry is not None:
-                return Result(req.item_id, "ok", entry["reply"], None, True, 0)
+                return _cached_result(req, entry)
             return self._ask(req, key)
 
     def _ask(self, req: Request, key: str) -> Result:
@@ -334,7 +422,7 @@ class _Run:
                 return Result(req.item_id, "failed", None, _AUTH_FAILED, False, attempts)
             attempts = attempt
             try:
-                reply = _call_api(self.client, cfg, req.system, req.prompt)
+                reply = _call_api(self.client, cfg, req)
             except _MalformedWithUsage as exc:
                 self.ledger.call(req.item_id, key, attempt, "malformed", *_usage(exc.reply))
                 reason = f"malformed reply: {exc}"
@@ -372,17 +460,25 @@ class _Run:
                 "reply": reply.text,
                 "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
             }
+            if cfg.top_logprobs is not None:  # absent otherwise: old entries stay identical
+                entry["top_logprobs"] = cfg.top_logprobs
+                entry["logprobs"] = reply.logprobs
             _atomic_write(
                 _cache_path(self.cache_dir, key),
                 json.dumps(entry, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
             )
-            return Result(req.item_id, "ok", reply.text, None, False, attempts)
+            return Result(req.item_id, "ok", reply.text, None, False, attempts, reply.logprobs)
         log.warning("item %s: %s after %d attempts", req.item_id, reason, attempts)
         return Result(req.item_id, "failed", None, reason, False, attempts)
 
 
 def _usage(reply: _Reply) -> tuple[int, int]:
     return reply.input_tokens, reply.output_tokens
+
+
+def _cached_result(req: Request, entry: dict[str, Any]) -> Result:
+    logprobs = entry.get("logprobs")
+    return Result(req.item_id, "ok", entry["reply"], None, True, 0, logprobs or None)
 
 
 def run_requests(
@@ -406,10 +502,10 @@ def run_requests(
             results[i] = Result(req.item_id, "refused", None, reason, False, 0)
             log.warning("item %s refused: %s", req.item_id, reason)
             continue
-        key = cache_key(cfg, req.system, req.prompt)
+        key = cache_key(cfg, req.system, req.prompt, req.images)
         entry = _read_cache(cache_dir, key, validate)
         if entry is not None:
-            results[i] = Result(req.item_id, "ok", entry["reply"], None, True, 0)
+            results[i] = _cached_result(req, entry)
         else:
             pending.append((i, req, key))
     api_key = os.environ.get(cfg.api_key_env, "").strip()
@@ -434,7 +530,7 @@ def run_requests(
     assert len(done) == len(requests)
     totals = ledger.finish(done)
     log.info(
-        "rewrite calls %d, cache hits %d, ok %d, failed %d, refused %d, cost $%.4f",
+        "LLM calls %d, cache hits %d, ok %d, failed %d, refused %d, cost $%.4f",
         totals["calls"],
         totals["cache_hits"],
         totals["ok"],
