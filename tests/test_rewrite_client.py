@@ -473,6 +473,16 @@ def test_image_request_as_content_parts_cached_by_image_hash(
         server.reset()
         again = run_requests(reqs, cfg, cache, tmp_path / f"{api}.csv", validate)
         assert server.requests == [] and all(r.cached for r in again)
+        # no system prompt: none is sent (an evaluation prompt may have none)
+        [bare] = run_requests(
+            [Request("S", "", prompt, images=(url_a,))], cfg, cache, tmp_path / "s.csv", validate
+        )
+        assert bare.status == "ok" and prompt_of(server.requests[-1]["body"]) == ("", prompt)
+        if api == "chat":
+            assert [m["role"] for m in server.requests[-1]["body"]["messages"]] == ["user"]
+        else:
+            assert "instructions" not in server.requests[-1]["body"]
+        server.reset()
         other = run_requests(
             [Request("B", SYSTEM, prompt, images=(url_b,))],
             cfg,
@@ -529,9 +539,11 @@ def test_logprobs_round_trip_through_the_cache(server: LoopbackOpenAI, tmp_path:
             ],
         },
     ]
+    assert first.input_tokens > 0 and first.output_tokens > 0
     server.reset()
     [cached] = run_requests(reqs, cfg, tmp_path / "c", tmp_path / "l.csv", validate)
     assert server.requests == [] and cached.cached and cached.logprobs == first.logprobs
+    assert (cached.input_tokens, cached.output_tokens) == (first.input_tokens, first.output_tokens)
     # not asked for: not requested, not returned, not stored (and the server sends none)
     [without] = run_requests(reqs, plain, tmp_path / "c", tmp_path / "l.csv", validate)
     assert without.logprobs is None and without.reply == first.reply

@@ -120,6 +120,9 @@ class Result:
     # per output token {"token", "logprob", "top": [{"token", "logprob"}, ...]} when the config
     # asked for top_logprobs and the API returned them; else None
     logprobs: list[dict[str, Any]] | None = None
+    # the billed tokens of the reply returned (from the cache entry on a hit; 0 without reply)
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -319,11 +322,9 @@ def _call_api(client: Any, cfg: LLMConfig, req: Request) -> _Reply:
     """One API call (the client retries transport faults inside it); the reply's text."""
     system = req.system
     if cfg.api == "responses":
-        kwargs: dict[str, Any] = {
-            "model": cfg.model,
-            "instructions": system,
-            "input": _responses_input(req),
-        }
+        kwargs: dict[str, Any] = {"model": cfg.model, "input": _responses_input(req)}
+        if system:  # an empty system prompt is left out (the evaluation prompt may have none)
+            kwargs["instructions"] = system
         if cfg.reasoning_effort is not None:
             kwargs["reasoning"] = {"effort": cfg.reasoning_effort}
         response = client.responses.create(**kwargs)
@@ -342,7 +343,7 @@ def _call_api(client: Any, cfg: LLMConfig, req: Request) -> _Reply:
     kwargs = {
         "model": cfg.model,
         "messages": [
-            {"role": "system", "content": system},
+            *([{"role": "system", "content": system}] if system else []),
             {"role": "user", "content": _user_content(req)},
         ],
     }
@@ -467,7 +468,9 @@ class _Run:
                 _cache_path(self.cache_dir, key),
                 json.dumps(entry, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
             )
-            return Result(req.item_id, "ok", reply.text, None, False, attempts, reply.logprobs)
+            return Result(
+                req.item_id, "ok", reply.text, None, False, attempts, reply.logprobs, *usage
+            )
         log.warning("item %s: %s after %d attempts", req.item_id, reason, attempts)
         return Result(req.item_id, "failed", None, reason, False, attempts)
 
@@ -477,8 +480,10 @@ def _usage(reply: _Reply) -> tuple[int, int]:
 
 
 def _cached_result(req: Request, entry: dict[str, Any]) -> Result:
-    logprobs = entry.get("logprobs")
-    return Result(req.item_id, "ok", entry["reply"], None, True, 0, logprobs or None)
+    logprobs = entry.get("logprobs") or None
+    usage = entry.get("usage") if isinstance(entry.get("usage"), dict) else {}
+    tokens = (int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+    return Result(req.item_id, "ok", entry["reply"], None, True, 0, logprobs, *tokens)
 
 
 def run_requests(
