@@ -64,7 +64,7 @@ def write_test_set(root: Path, labels: list[str], seed: int = 0) -> Path:
         rows.append(
             {
                 "id": f"s{i}",
-                "patient": f"P{i // 2}",
+                "patient": f"P{i}",
                 "source": "cmr",
                 "images": [str(path)],
                 "messages": [{"role": "user", "content": content}],
@@ -197,7 +197,7 @@ def test_extract_answer_is_lenient_about_the_format_only(text, label, box):
 
 def _table(labels, completions, loglik, boxes=None) -> pd.DataFrame:
     records = [
-        {"id": f"r{i}", "patient": "P", "images": [f"/x/{i}.png"], "label": label,
+        {"id": f"r{i}", "patient": f"P{i}", "images": [f"/x/{i}.png"], "label": label,
          "box": (boxes or {}).get(i)}
         for i, label in enumerate(labels)
     ]  # fmt: skip
