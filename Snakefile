@@ -43,6 +43,7 @@ include: "rules/foundation.smk"
 include: "rules/model.smk"
 include: "rules/gppo.smk"
 include: "rules/evaluate.smk"
+include: "rules/judge.smk"
 include: "rules/report.smk"
 include: "rules/dvc.smk"
 
@@ -57,6 +58,7 @@ localrules:
     gppo_quota,
     gppo_summary,
     report_tables,
+    judge,
     dvc_commit,
 
 

@@ -57,6 +57,12 @@ EVAL = "results/eval"
 REPORT = "results/report"
 REPORT_CFG = config["report"]
 ZERO_SHOT = {m["name"]: m["model"] for m in config["evaluate"]["zero_shot"]}
+JUDGE = "results/judge"
+JUDGE_CFG = config["judge"]
+# The judge's own stream: judge.seed, or the top-level seed plus a fixed offset.
+JUDGE_SEED = (
+    JUDGE_CFG["seed"] if JUDGE_CFG["seed"] is not None else config["seed"] + 1700
+)
 RUN_NAME = RunName.PATTERN  # START-SAMPLING-REWARD, e.g. sft-ts-iou
 # Where a GPPO run's figures sit in the HTML report: one subcategory per variant and seed.
 GPPO_REPORT = {"category": "4 GPPO", "subcategory": "{run} seed {seed}"}
@@ -96,6 +102,7 @@ def final_targets():
         "results/datasets/alignment.jsonl",
         "results/datasets/rl_prompts.jsonl",
         f"{REPORT}/report.md",
+        f"{JUDGE}/summary.csv",
     ]
     cold_starts = expand(f"{SFT}/probe_check.json", seed=GPPO_CFG["seeds"])
     runs = expand(
@@ -110,6 +117,21 @@ def review_decisions(wildcards):
     """The clinician's overrides, when the file exists: editing it reruns QC only."""
     path = config["rewrite"]["review_decisions"]
     return [path] if Path(path).is_file() else []
+
+
+def clinician_ratings(wildcards):
+    """The clinicians' filled sheet, when the file exists: editing it reruns the judge only."""
+    path = JUDGE_CFG["clinician_ratings"]
+    return [path] if path and Path(path).is_file() else []
+
+
+def judge_samples(wildcards=None):
+    """Every evaluation the report's tables use (report_metrics), so a model that joins the
+    tables (an API model, a zero-shot one) joins the judge's sample too."""
+    return [
+        path.removesuffix("metrics.json") + "samples.parquet"
+        for path in report_metrics()
+    ]
 
 
 def coldstart_shards(wildcards):
