@@ -55,6 +55,7 @@ localrules:
     coldstart_dataset,
     alignment_dataset,
     prompt_datasets,
+    evaluate_api,
     gppo_quota,
     gppo_summary,
     report_tables,

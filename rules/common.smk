@@ -64,6 +64,13 @@ JUDGE_SEED = (
     JUDGE_CFG["seed"] if JUDGE_CFG["seed"] is not None else config["seed"] + 1700
 )
 RUN_NAME = RunName.PATTERN  # START-SAMPLING-REWARD, e.g. sft-ts-iou
+# API-served VLMs (rule evaluate_api), by row name; evaluated as api/NAME.
+API_MODELS = {m["name"]: m for m in config["evaluate"]["api_models"]}
+API_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+if len(API_MODELS) != len(config["evaluate"]["api_models"]):
+    raise WorkflowError("evaluate.api_models: two entries have the same name")
+# What the evaluate rule evaluates locally; api/NAME is rule evaluate_api's.
+LOCAL_EVAL_KEY = rf"none|s1/seed\d+|{RUN_NAME}/seed\d+|zeroshot/{API_NAME}"
 # Where a GPPO run's figures sit in the HTML report: one subcategory per variant and seed.
 GPPO_REPORT = {"category": "4 GPPO", "subcategory": "{run} seed {seed}"}
 
@@ -72,8 +79,9 @@ wildcard_constraints:
     run=RUN_NAME,
     seed=r"\d+",
     phase=r"\d+",
-    # What an evaluation evaluates: none (base), s1/seedS (SFT), RUN/seedS, or zeroshot/NAME.
-    model=rf"none|s1/seed\d+|{RUN_NAME}/seed\d+|zeroshot/[A-Za-z0-9][A-Za-z0-9._-]*",
+    # What an evaluation evaluates: none (base), s1/seedS (SFT), RUN/seedS, zeroshot/NAME, or
+    # api/NAME (an API-served model, rule evaluate_api).
+    model=rf"{LOCAL_EVAL_KEY}|api/{API_NAME}",
 
 
 def ingest_inputs(wildcards=None):
@@ -206,6 +214,12 @@ def _checkpoint_of(model: str) -> str:
                 f"zero-shot model {name!r} is not in evaluate.zero_shot"
             )
         return ZERO_SHOT[name]
+    # api/NAME: the served model's name (nothing Snakemake can track)
+    if model.startswith("api/"):
+        name = model.removeprefix("api/")
+        if name not in API_MODELS:
+            raise WorkflowError(f"API model {name!r} is not in evaluate.api_models")
+        return API_MODELS[name]["model"]
     run_and_seed = model  # e.g. sft-ts-iou/seed1: the run's folder below results/gppo
     return f"{GPPO}/{run_and_seed}/phase{GPPO_CFG['phases']}/model"
 
@@ -219,6 +233,15 @@ def eval_checkpoint(wildcards):
 
 def eval_model_ref(wildcards):
     return _checkpoint_of(wildcards.model)
+
+
+def api_model(wildcards):
+    """Params of evaluate_api: the evaluate.api_models entry the wildcard names."""
+    if wildcards.name not in API_MODELS:
+        raise WorkflowError(
+            f"API model {wildcards.name!r} is not in evaluate.api_models"
+        )
+    return API_MODELS[wildcards.name]
 
 
 def _eval_keys(model: str) -> list[str]:
@@ -245,6 +268,7 @@ def report_rows() -> dict:
             )
         tables[table], notes[table] = rows, missing
     zero_shot = [[n, [f"{EVAL}/zeroshot/{n}/metrics.json"]] for n in ZERO_SHOT]
+    zero_shot += [[n, [f"{EVAL}/api/{n}/metrics.json"]] for n in API_MODELS]
     tables["table1"], notes["table1"] = tables["table5"] + zero_shot, notes["table5"]
     return {"tables": tables, "notes": notes}
 
@@ -254,6 +278,12 @@ def report_metrics(wildcards=None):
     return sorted(
         {path for table in rows.values() for _, paths in table for path in paths}
     )
+
+
+def report_samples(wildcards=None):
+    """Each evaluation's samples.parquet beside its metrics.json: the per-patient bootstrap
+    resamples them."""
+    return [str(Path(path).with_name("samples.parquet")) for path in report_metrics()]
 
 
 def showcase(name: str) -> str:
@@ -266,7 +296,18 @@ def showcase(name: str) -> str:
     return f"{GPPO}/{run}/seed{GPPO_CFG['seeds'][0]}/{name}"
 
 
-REPORT_TABLES = ("table1", "table2", "table4", "table5", "paper_table1", "paper_table5")
+REPORT_TABLES = (
+    "table1",
+    "table2",
+    "table4",
+    "table5",
+    # Patient-level companions: each patient's slices pooled into one answer.
+    "table1_patient",
+    "table2_patient",
+    "table5_patient",
+    "paper_table1",
+    "paper_table5",
+)
 REPORT_FIGURES = ("confusion", "gallery", "training_curves", "model_inputs")
 # The showcase run's GPPO figures, copied so results/report is whole (the HTML report already
 # shows them under 4 GPPO).
