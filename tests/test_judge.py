@@ -323,3 +323,15 @@ def test_llm_replies_are_validated_strictly():
     ):
         assert validate(json.dumps(broken)) is not None
     assert validate("I rate it 4/5.") == "reply is not JSON"
+
+
+def test_the_judge_prompt_passes_the_phi_gate():
+    """The gate reads the whole request: a rubric it flags would refuse every item."""
+    from cmr_rd.judge.llm import SYSTEM, user_prompt
+
+    assert phi.find_phi(SYSTEM) == []
+    report = _report("HCM", 5)
+    from cmr_rd.judge.findings import reference_text
+
+    prompt = user_prompt(reference_text(report), read_chain(_chain(report, "HCM")).text())
+    assert phi.find_phi(prompt) == [] and "[" not in reference_text(report).split("Findings:")[1]

@@ -19,7 +19,7 @@ SYSTEM = """You are a cardiac radiologist rating a model's diagnostic reasoning 
 gadolinium enhancement (LGE) cardiac MRI short-axis slice. You see the image, the reference \
 findings and impression of the radiology report for the study, and the model's reasoning with \
 the lesion box it gave (x1,y1,x2,y2 in a 256x256 image; [0,0,256,256] means no focal lesion) and \
-its answer (HCM, DCM, CAM, LVNC, MI or NOR). You do not know which model wrote it.
+its answer (HCM, DCM, CAM, LVNC, MI or NOR).
 
 Rate three axes, each an integer from 1 (worst) to 5 (best), with a one-line reason:
 - accuracy: the findings the reasoning states are supported by the reference and the image \
@@ -33,9 +33,10 @@ not mentioned), wrong_location (a finding placed in the wrong wall, segment or l
 wrong_severity (a wrong extent, transmurality or severity).
 
 Reply with one JSON object and nothing else:
-{"accuracy": {"score": 1-5, "reason": "..."}, "coherence": {"score": 1-5, "reason": "..."}, \
-"readability": {"score": 1-5, "reason": "..."}, "errors": {"unsupported_finding": 0, \
-"missed_finding": 0, "wrong_location": 0, "wrong_severity": 0}}"""
+{"accuracy": {"score": S, "reason": "..."}, "coherence": {"score": S, "reason": "..."}, \
+"readability": {"score": S, "reason": "..."}, "errors": {"unsupported_finding": N, \
+"missed_finding": N, "wrong_location": N, "wrong_severity": N}}
+where each S is an integer from 1 to 5 and each N a count."""
 MAX_REASON = 400
 
 

@@ -180,7 +180,7 @@ def _coherence(chain: Chain, no_lesion_box: tuple[float, ...]) -> tuple[int, str
 
 
 def _readability(chain: Chain) -> tuple[int, str]:
-    words = chain.think.split()
+    words = _TAG.sub(" ", chain.think).split()
     if not words:
         return 1, "no reasoning text"
     trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
