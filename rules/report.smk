@@ -1,11 +1,13 @@
-# The report: Tables 1, 2, 4 and 5 (mean +- std over seeds) beside the paper's published numbers,
-# the paper's claims checked against them, and the figures, all from the evaluations and run
-# artifacts. `snakemake --report` renders them.
+# The report: Tables 1, 2, 4 and 5 (mean +- std over seeds, 95% bootstrap intervals over test
+# patients) and their patient-level companions beside the paper's published numbers, the paper's
+# claims checked against them (paired bootstrap p-values), and the figures, all from the
+# evaluations and run artifacts. `snakemake --report` renders them.
 
 
 rule report_tables:
     input:
         metrics=report_metrics,
+        samples=report_samples,  # the bootstrap resamples patients from these
         paper="report/paper_reference.yaml",
         gallery=f"{EVAL}/{REPORT_CFG['showcase']}/seed{GPPO_CFG['seeds'][0]}/samples.parquet",
         # The processor the model reads images through, for the model-input figure.
@@ -29,6 +31,11 @@ rule report_tables:
         "../envs/pipeline.yaml"
     params:
         rows=report_rows(),
+        # Resamples of the test patients; their stream is seeded from the top-level seed.
+        bootstrap={
+            "iterations": config["evaluate"]["bootstrap"],
+            "seed": config["seed"],
+        },
         claims_quotas=claims_quotas(),
         showcase=REPORT_CFG["showcase"],
         seeds=GPPO_CFG["seeds"],

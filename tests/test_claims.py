@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -90,6 +91,56 @@ def test_a_noisy_difference_is_not_shown():
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
     assert verdicts["TS > full on CAM accuracy (Table 2)"] == claims.NOT_SHOWN
     assert verdicts["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"] == claims.NOT_SHOWN
+
+
+def _seed_draws(acc: float, n: int = 3) -> list[dict]:
+    """Each seed's bootstrap draws: every metric spread by +-0.05 around `acc`."""
+    keys = ["accuracy", "macro_f1", "auc_macro", "mi_mean_iou",
+            *(f"per_class_accuracy/{c}" for c in CLASSES)]  # fmt: skip
+    return [{k: np.linspace(acc - 0.05, acc + 0.05, 999) for k in keys} for _ in range(n)]
+
+
+def test_claims_carry_a_paired_bootstrap_interval_and_p_value():
+    draws = {
+        "table5": {"none": _seed_draws(0.1, 1), "S1 only": _seed_draws(0.6),
+                   "S2 only": _seed_draws(0.3), "S1+S2": _seed_draws(0.75)},
+        "table2": {"TS": _seed_draws(0.8), "static": _seed_draws(0.5),
+                   "full": _seed_draws(0.78)},
+        "table4": {"on": _seed_draws(0.4)},  # "off" not run: no paired columns
+    }  # fmt: skip
+    frame = claims.claims_table(
+        _tables(ts_cam=[0.8, 0.82, 0.78]), {"TS": [0.4], "full": [0.1]}, draws
+    ).set_index("claim")
+    assert list(frame.columns[-3:]) == ["difference_ci_lo", "difference_ci_hi", "p_value"]
+    row = frame.loc["S1+S2 > S2 only on ACC (Table 5)"]
+    # Same resamples on both sides: the difference is 0.45 in every one of them.
+    assert row["difference_ci_lo"] == pytest.approx(0.45) == row["difference_ci_hi"]
+    assert row["p_value"] == pytest.approx(1 / 1000)
+    assert frame.loc["S2 only > S1 only on ACC (Table 5)", "p_value"] == 1.0
+    assert frame.loc["S1 only > none on AUC (Table 5)", "difference_ci_lo"] == pytest.approx(0.5)
+    close = frame.loc["TS > full on CAM accuracy (Table 2)"]
+    assert close["difference_ci_lo"] == pytest.approx(0.02) and close["p_value"] < 0.01
+    assert (
+        frame.loc["IoU reward on > off on MI mean IoU (Table 4)"][["difference_ci_lo", "p_value"]]
+        .isna()
+        .all()
+    )
+    fig5 = frame.loc["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"]
+    assert fig5[["difference_ci_lo", "difference_ci_hi", "p_value"]].isna().all()
+    # The verdicts are the seed-spread verdicts, unchanged by the bootstrap.
+    plain = claims.claims_table(_tables(ts_cam=[0.8, 0.82, 0.78]), {"TS": [0.4], "full": [0.1]})
+    assert list(plain["verdict"]) == list(frame["verdict"])
+    assert plain["p_value"].isna().all()
+
+    class Boot:
+        iterations, n_patients = 999, 180
+
+    markdown = claims.markdown(frame.reset_index(), "Claims", Boot)
+    assert "| 95% CI of difference | p (one-sided) |" in markdown
+    assert "999 resamples of the 180 test patients" in markdown
+    assert "| holds | [+0.450, +0.450] | 0.001 |" in markdown
+    fig5_line = next(line for line in markdown.splitlines() if "(Fig. 5)" in line)
+    assert fig5_line.endswith("| – | – |")
 
 
 def test_targets_are_judged_from_the_per_seed_metrics():

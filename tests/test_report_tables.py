@@ -8,6 +8,7 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -144,6 +145,70 @@ def test_markdown_shows_mean_pm_std_and_dashes(tmp_path):
     assert ours == "| hybrid IoU | 3 | 0.475 ± 0.035 | 0.450 ± 0.050 | 0.620 ± 0.020 |"
     zero = next(line for line in lines if line.startswith("| none"))
     assert zero == "| none | 1 | – | – | 0.200 |"  # no value: dash; one value: no ±
+
+
+# ---- bootstrap intervals and the patient-level tables ------------------------------------------
+
+
+def _draws(shift: float, keys=("accuracy", "macro_f1", "auc_macro")) -> dict:
+    """One seed's bootstrap draws: 101 resamples, evenly spread around 0.5 + shift."""
+    return {k: np.linspace(0.4, 0.6, 101) + shift for k in keys}
+
+
+def _with_patient(m: dict, acc: float) -> dict:
+    return m | {"patient": {"level": "patient", "n_patients": 30, "accuracy": acc,
+                            "macro_f1": acc - 0.1, "auc_macro": None,
+                            "per_class_accuracy": dict.fromkeys(CLASSES, acc),
+                            "auc_note": "no per-class scores: the model returned no "
+                                        "log-probabilities"}}  # fmt: skip
+
+
+def test_every_cell_gets_the_interval_of_the_seed_mean(tmp_path):
+    draws = {"S1+S2": [_draws(0.0), _draws(0.1), _draws(0.2)]}
+    t5 = tables.table5([("S1+S2", SEEDS), ("other", SEEDS[:1])], draws)
+    assert list(t5.columns) == ["config", "seeds"] + [
+        f"{m}_{s}" for m in ("ACC", "F1", "AUC") for s in ("mean", "std", "ci_lo", "ci_hi")
+    ]
+    seed_mean = np.linspace(0.4, 0.6, 101) + 0.1
+    lo, hi = np.percentile(seed_mean, [2.5, 97.5])
+    assert t5.loc[0, "ACC_ci_lo"] == approx(lo) and t5.loc[0, "ACC_ci_hi"] == approx(hi)
+    assert t5.loc[0, "ACC_mean"] == approx(0.62)  # the point estimate is still the seed mean
+    assert math.isnan(t5.loc[1, "ACC_ci_lo"])  # a row without draws has no interval
+    _, md, tex = _written(tmp_path, t5, title="T5", note="n")
+    row = next(line for line in md.splitlines() if line.startswith("| S1+S2"))
+    assert row.startswith(f"| S1+S2 | 3 | 0.620 ± 0.020 [{lo:.3f}, {hi:.3f}] |")
+    assert "| other | 1 | 0.600 | 0.550 | 0.700 |" in md
+    assert f"0.620 $\\pm$ 0.020 [{lo:.3f}, {hi:.3f}]" in tex and _balanced(tex)
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert back.loc[0, "ACC_ci_hi"] == approx(hi)
+
+
+def test_patient_tables_read_the_patient_part_and_say_so():
+    seeds = [_with_patient(m, acc) for m, acc in zip(SEEDS, (0.5, 0.6, 0.7), strict=True)]
+    draws = {"S1+S2": [_draws(0.0, ("accuracy", "macro_f1", "auc_macro")) for _ in seeds]}
+    for d in draws["S1+S2"]:
+        d["auc_macro"] = np.full(101, np.nan)  # no scores: no AUC in any resample
+    t5p = tables.build("table5_patient", [("S1+S2", seeds)], draws)
+    assert t5p.loc[0, "ACC_mean"] == approx(0.6) and t5p.loc[0, "F1_mean"] == approx(0.5)
+    assert math.isnan(t5p.loc[0, "AUC_mean"]) and math.isnan(t5p.loc[0, "AUC_ci_lo"])
+    assert t5p.loc[0, "ACC_ci_lo"] < 0.5 < t5p.loc[0, "ACC_ci_hi"]
+    with pytest.raises(ValueError, match="'plain'.*'patient'"):
+        tables.build("table5_patient", [("plain", SEEDS)])
+    assert list(tables.build("table1_patient", [("S1+S2", seeds)]).columns)[-2:] == [
+        "AUC_mean",
+        "AUC_std",
+    ]
+
+    class Boot:
+        iterations, n_patients = 1000, 30
+
+    note = tables.table_note("table5_patient", [("S1+S2", seeds)], ["S2 only (x)"], Boot)
+    assert note.startswith("Patient level, 30 test patients: per patient, the mean of its")
+    assert "1000 resamples of the 30 test patients" in note
+    assert "AUC of S1+S2: no per-class scores: the model returned no log-probabilities." in note
+    assert note.endswith("Not run, so not shown: S2 only (x).")
+    plain = tables.table_note("table4", [("on", SEEDS)], [], None)
+    assert plain == "Test split, 60 slices; mean ± std over seeds (n = 3)."
 
 
 def _balanced(tex: str) -> bool:

@@ -1,43 +1,38 @@
-"""Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds), the paper's claims checked
-against them, the paper's published tables beside them, and the report's figures. Every number
-is read from the evaluations' metrics and the GPPO runs' quota records."""
+"""Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds, 95% bootstrap intervals over
+patients) and their patient-level companions, the paper's claims checked against them (with
+paired bootstrap p-values), the paper's published tables beside them, and the report's figures.
+Every number is read from the evaluations' metrics and samples and the GPPO runs' quota
+records."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 
+from cmr_rd.evaluate.bootstrap import evaluation_draws
 from cmr_rd.jsonl import read_jsonl
 from cmr_rd.report import claims, figures, tables
 from cmr_rd.stage import RuleRun
 
 TITLES = {
-    "table1": "Table 1. Per-class accuracy (recall) on the test split",
-    "table2": "Table 2. Sampling strategy x per-class accuracy (S1+S2)",
-    "table4": "Table 4. IoU reward on / off: MI localisation and accuracy",
-    "table5": "Table 5. Ablation: accuracy, macro F1 and one-vs-rest macro AUC",
+    **tables.TITLES,
     "paper_table1": "Paper, Table 1 (published, reference only): per-class accuracy",
     "paper_table5": "Paper, Table 5 (published, reference only): ablation",
 }
 PAPER_NOTE = (
     "CMR-RD (CVPR 2026), as published; not produced by this pipeline, never mixed into our rows."
 )
-BUILDERS = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4,
-            "table5": tables.table5}  # fmt: skip
 
 
 def _json(path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _note(rows, left_out: list[str]) -> str:
-    seeds = sorted({len(metrics) for _, metrics in rows})
-    n = rows[0][1][0]["n"] if rows else 0
-    note = f"Test split, {n} slices; mean ± std over seeds (n = {', '.join(map(str, seeds))})."
-    if left_out:
-        note += " Not run, so not shown: " + "; ".join(left_out) + "."
-    return note
+def samples_of(metrics_path) -> Path:
+    """An evaluation's samples.parquet, beside its metrics.json (as report_samples lists them)."""
+    return Path(metrics_path).with_name("samples.parquet")
 
 
 def main(sm) -> None:
@@ -49,21 +44,35 @@ def main(sm) -> None:
         }
         parts = [
             "# CMR-RD report\n",
-            "Produced by the pipeline from results/eval/*/metrics.json.\n",
+            "Produced by the pipeline from results/eval/*/metrics.json and samples.parquet.\n",
         ]
-        for table, build in BUILDERS.items():
-            note = _note(rows[table], notes[table])
-            tables.write_table(build(rows[table]), Path(sm.output[f"{table}_csv"]).with_suffix(""),
-                               TITLES[table], note)  # fmt: skip
+        started = time.perf_counter()
+        boot = evaluation_draws(
+            {p: pd.read_parquet(samples_of(p)) for p in sm.input.metrics},
+            sm.params.bootstrap["iterations"], sm.params.bootstrap["seed"],
+        )  # fmt: skip
+        run.log.info("bootstrap: %d resamples of %d patients, %d evaluations, in %.2f s",
+                     boot.iterations, boot.n_patients, len(boot.slice),
+                     time.perf_counter() - started)  # fmt: skip
+        built = {}
+        for table in tables.TABLE_SPECS:
+            base, patient = table.removesuffix("_patient"), table.endswith("_patient")
+            draws = tables.row_draws(config_rows[base], boot.patient if patient else boot.slice)
+            built[table] = tables.build(table, rows[base], draws)
+            note = tables.table_note(table, rows[base], notes[base], boot)
+            stem = Path(sm.output[f"{table}_csv"]).with_suffix("")
+            tables.write_table(built[table], stem, TITLES[table], note)
             parts.append(Path(sm.output[f"{table}_md"]).read_text(encoding="utf-8"))
-        built = {table: build(rows[table]) for table, build in BUILDERS.items()}
         shares = {
             row: [claims.batch_share(pd.read_csv(path)) for path in paths]
             for row, paths in sm.params.claims_quotas.items()
         }
-        checked = claims.claims_table(built, shares)
+        paired = {t: tables.row_draws(config_rows[t], boot.slice) for t in config_rows}
+        checked = claims.claims_table(built, shares, paired)
         checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
-        claims_md = claims.markdown(checked, "Claims of the paper, checked against our tables")
+        claims_md = claims.markdown(
+            checked, "Claims of the paper, checked against our tables", boot
+        )
         targets = claims.targets_table(rows)
         targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
         targets_md = claims.targets_markdown(targets, "The demo's targets")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from cmr_rd.classes import CLASSES
 from cmr_rd.evaluate.metrics import IOU_HIT, _present, pool_patients, scores_note
@@ -147,8 +148,10 @@ def weighted_auc(weights: np.ndarray, positive: np.ndarray, score: np.ndarray) -
     order = np.argsort(score, kind="stable")
     s, pos, w = score[order], positive[order], weights[:, order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos_w = np.add.reduceat(w * pos, starts, axis=1)
-    neg_w = np.add.reduceat(w * ~pos, starts, axis=1)
+    pos_w, neg_w = w * pos, w * ~pos
+    if len(starts) < len(s):  # tied scores: sum each group of equal scores
+        pos_w = np.add.reduceat(pos_w, starts, axis=1)
+        neg_w = np.add.reduceat(neg_w, starts, axis=1)
     below = np.cumsum(neg_w, axis=1) - neg_w
     wins = (pos_w * (below + 0.5 * neg_w)).sum(axis=1)
     return _divide(wins, pos_w.sum(axis=1) * neg_w.sum(axis=1))
@@ -260,15 +263,11 @@ def evaluation_draws(
     keys = sorted(frames)
     cohort = cohort_of([frames[k] for k in keys], classes)
     counts = resample_counts(cohort, iterations, seed)
-    return Draws(
-        iterations=iterations,
-        seed=seed,
-        n_patients=len(cohort.patients),
-        slice={
-            k: metric_draws(slice_units(frames[k], cohort, classes), counts, classes) for k in keys
-        },
-        patient={
-            k: metric_draws(patient_units(frames[k], cohort, classes), counts, classes)
-            for k in keys
-        },
-    )
+    # The products are small (B x units by units x classes): BLAS threads would only wait for
+    # each other, 20-50x slower on a busy node than one thread.
+    with threadpool_limits(limits=1, user_api="blas"):
+        by_slice = {k: metric_draws(slice_units(frames[k], cohort, classes), counts, classes)
+                    for k in keys}  # fmt: skip
+        by_patient = {k: metric_draws(patient_units(frames[k], cohort, classes), counts, classes)
+                      for k in keys}  # fmt: skip
+    return Draws(iterations, seed, len(cohort.patients), by_slice, by_patient)

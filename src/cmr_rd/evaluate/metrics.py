@@ -5,6 +5,9 @@ completion is the format; `extract_answer` (lenient) reads the answer and box sl
 rest is malformed, because ACC in the paper scores the stated diagnosis. `accuracy_strict` is
 the GPPO-reward view, which also requires the valid format. Everything metric-like goes through
 scikit-learn, so the numbers are the standard definitions and not a local variant.
+
+The same metrics are also computed per PATIENT (`pool_patients`, metrics.json's `patient` part),
+and AUC is left undefined, with a note, for a model that gives no per-class scores (`scores_note`).
 """
 
 from __future__ import annotations

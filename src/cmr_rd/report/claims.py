@@ -7,6 +7,13 @@ side has fewer than two seeds: a single run has no spread to weigh a difference 
 exception is `none`, the pretrained backbone under greedy decoding: no stage trains it, so no seed
 can change it, and it enters as a fixed reference with std 0.
 
+Beside the verdict, a paired bootstrap over test PATIENTS (cmr_rd.evaluate.bootstrap): both sides
+are scored on the same resampled test sets, so `difference_ci_lo`/`difference_ci_hi` is the 95%
+percentile interval of (left - right) on the seed means, and `p_value` the one-sided share of
+resamples where left - right <= 0, as (1 + k) / (1 + B). They say whether the test split can
+resolve the difference; the seeds' spread is what the verdict weighs. The Fig. 5 batch share is
+a training record, not a test-set metric, so it has no patient resampling (NA).
+
 `targets_table` checks the demo's own targets (the size of the GPPO effect it must show) from the
 per-seed metrics, and says `met` or `not met` for each.
 """
@@ -18,7 +25,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from cmr_rd.report.tables import summarise
+from cmr_rd.evaluate.bootstrap import paired
+from cmr_rd.report.tables import TABLE_SPECS, summarise
 
 HOLDS, NOT_SHOWN = "holds", "not shown"
 MET, NOT_MET = "met", "not met"
@@ -43,8 +51,9 @@ TABLE_CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 COLUMNS = [
     "claim", "left_mean", "left_std", "left_seeds", "right_mean", "right_std", "right_seeds",
-    "difference", "combined_std", "verdict",
+    "difference", "combined_std", "verdict", "difference_ci_lo", "difference_ci_hi", "p_value",
 ]  # fmt: skip
+NUMERIC = [c for c in COLUMNS if c not in ("claim", "verdict")]
 
 
 def _side(table: pd.DataFrame, row: str, metric: str) -> tuple[float | None, float | None, int]:
@@ -84,25 +93,40 @@ def batch_share(quotas: pd.DataFrame, classes: Sequence[str] = FIG5_CLASSES) -> 
     return float(quotas[quotas["class"].isin(classes)]["quota"].sum()) / total if total else 0.0
 
 
-def claims_table(tables: dict[str, pd.DataFrame], shares: dict[str, list[float]]) -> pd.DataFrame:
+def _metric_key(table: str, metric: str) -> str:
+    return dict(TABLE_SPECS[table][1])[metric]
+
+
+def claims_table(
+    tables: dict[str, pd.DataFrame], shares: dict[str, list[float]], draws: dict | None = None
+) -> pd.DataFrame:
     """One row per claim. `tables`: our table2/4/5 frames; `shares`: per sampling row ("TS",
-    "full"), each seed's CAM+LVNC share of batch prompts (the paper's Fig. 5)."""
+    "full"), each seed's CAM+LVNC share of batch prompts (the paper's Fig. 5); `draws`: per
+    table, {row label: [each seed's slice-level bootstrap draws]}, for the paired columns (NA
+    without)."""
     records = []
     for table, left, right, metric, words in TABLE_CLAIMS:
         frame = tables[table]
         judged = judge(_side(frame, left, metric), _side(frame, right, metric))
-        records.append({"claim": words, **judged})
+        lo = hi = p = None
+        rows = (draws or {}).get(table, {})
+        if left in rows and right in rows:
+            key = _metric_key(table, metric)
+            lo, hi, p = paired([d[key] for d in rows[left]], [d[key] for d in rows[right]])
+        records.append({"claim": words, **judged, "difference_ci_lo": lo,
+                        "difference_ci_hi": hi, "p_value": p})  # fmt: skip
     words = "TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"
     sides = [summarise(shares.get(row, [])) for row in ("TS", "full")]
     records.append({"claim": words, **judge(*sides)})
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
-    for column in COLUMNS[1:-1]:
+    for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
 
-def markdown(frame: pd.DataFrame, title: str) -> str:
-    """The claims as a Markdown table: means ± std (n), difference, combined std, verdict."""
+def markdown(frame: pd.DataFrame, title: str, boot=None) -> str:
+    """The claims as a Markdown table: means ± std (n), difference, combined std, verdict, and
+    the paired bootstrap's interval and p-value. `boot`: the bootstrap.Draws behind them."""
 
     def side(mean, std, n) -> str:
         if pd.isna(mean):
@@ -113,6 +137,14 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
     def number(x) -> str:
         return "–" if pd.isna(x) else f"{x:+.3f}" if x != 0 else "0.000"
 
+    def ci(lo, hi) -> str:
+        return "–" if pd.isna(lo) or pd.isna(hi) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+    resamples = (
+        f"{boot.iterations} resamples of the {boot.n_patients} test patients"
+        if boot is not None
+        else "resamples of the test patients"
+    )
     lines = [
         f"### {title}",
         "",
@@ -120,15 +152,23 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
         "not, or a side has fewer than 2 seeds (`none`, the untrained backbone, is a fixed "
         "reference with std 0). Computed from the tables above and the GPPO quota records.",
         "",
-        "| claim | ours (left) | ours (right) | difference | combined std | verdict |",
-        "|:---|---:|---:|---:|---:|:---|",
+        f"95% CI and p: paired bootstrap over {resamples} (stratified by class; both sides "
+        "scored on the same resampled test sets), on the difference of the seed means; p is "
+        "one-sided for left > right, the share of resamples with left - right <= 0, as "
+        "(1 + k) / (1 + B). They show which differences the test split can resolve. The Fig. 5 "
+        "batch share is a training record with no test patients to resample, so it has neither.",
+        "",
+        "| claim | ours (left) | ours (right) | difference | combined std | verdict "
+        "| 95% CI of difference | p (one-sided) |",
+        "|:---|---:|---:|---:|---:|:---|---:|---:|",
     ]
     for r in frame.itertuples(index=False):
         combined = "–" if pd.isna(r.combined_std) else f"{r.combined_std:.3f}"
+        p = "–" if pd.isna(r.p_value) else f"{r.p_value:.3f}"
         lines.append(
             f"| {r.claim} | {side(r.left_mean, r.left_std, r.left_seeds)} "
             f"| {side(r.right_mean, r.right_std, r.right_seeds)} | {number(r.difference)} "
-            f"| {combined} | {r.verdict} |"
+            f"| {combined} | {r.verdict} | {ci(r.difference_ci_lo, r.difference_ci_hi)} | {p} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -4,19 +4,27 @@ Every row is (label, metrics dicts of that row's seeds), so a seeded run and a o
 model go through the same code; the seed count travels with the row so a reader can tell a mean of
 three from a single number. The paper's own published numbers are loaded from
 report/paper_reference.yaml into separate frames: they are shown beside ours, never mixed in.
+
+Given the bootstrap draws of each evaluation (cmr_rd.evaluate.bootstrap), every metric cell also
+gets `<metric>_ci_lo` / `<metric>_ci_hi`: the 95% percentile interval, over resamples of the test
+PATIENTS, of the mean over seeds. The `_patient` tables repeat Tables 1, 2 and 5 with each
+patient's slices pooled into one answer (metrics.json's `patient` part); Table 4's boxes are per
+slice and have no patient-level form.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from cmr_rd.classes import CLASSES
+from cmr_rd.evaluate.bootstrap import interval
 
 Rows = Sequence[tuple[str, Sequence[dict]]]
 Getter = Callable[[dict], float | None]
@@ -46,67 +54,147 @@ def _isnan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
-def _top(key: str) -> Getter:
-    return lambda m: m[key]
+def _getter(key: str, level: str = "slice") -> Getter:
+    """Read `key` ("accuracy", "per_class_accuracy/CAM") from a metrics.json dict, or from its
+    `patient` part. A class missing from a per-class dict counts as "no value", as the evaluator
+    writes None; a missing top-level key is a KeyError the table reports by row."""
+    top, _, sub = key.partition("/")
 
+    def get(m: dict) -> float | None:
+        part = m["patient"] if level == "patient" else m
+        value = part[top]
+        return (value or {}).get(sub) if sub else value
 
-def _per_class(cls: str) -> Getter:
-    # A class missing from a per-class dict counts as "no value", as the evaluator writes None.
-    return lambda m: (m["per_class_accuracy"] or {}).get(cls)
+    return get
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, DECIMALS)
 
 
-def _metric_table(rows: Rows, label: str, metrics: Sequence[tuple[str, Getter]]) -> pd.DataFrame:
+# What a table's cells hold: (column, metrics.json key), the key also naming the bootstrap draws.
+Spec = Sequence[tuple[str, str]]
+Draws = Mapping[str, Sequence[Mapping[str, np.ndarray]]]  # row label -> per-seed draws
+
+
+def _metric_table(
+    rows: Rows, label: str, metrics: Spec, draws: Draws | None = None, level: str = "slice"
+) -> pd.DataFrame:
+    stats = ("mean", "std", "ci_lo", "ci_hi") if draws is not None else ("mean", "std")
     records = []
     for name, seeds in rows:
         if not seeds:
             raise ValueError(f"row {name!r} has no metrics")
         record: dict = {label: name, "seeds": len(seeds)}
-        for col, get in metrics:
+        for col, key in metrics:
+            get = _getter(key, level)
             try:
                 values = [get(m) for m in seeds]
             except KeyError as err:
                 raise ValueError(f"row {name!r}: metrics lack key {err.args[0]!r}") from None
             mean, std, _ = summarise(values)
             record[f"{col}_mean"], record[f"{col}_std"] = _round(mean), _round(std)
+            if draws is not None:
+                lo, hi = interval([d[key] for d in draws[name]]) if name in draws else (None, None)
+                record[f"{col}_ci_lo"], record[f"{col}_ci_hi"] = _round(lo), _round(hi)
         records.append(record)
-    columns = [label, "seeds"] + [f"{c}_{s}" for c, _ in metrics for s in ("mean", "std")]
+    columns = [label, "seeds"] + [f"{c}_{s}" for c, _ in metrics for s in stats]
     df = pd.DataFrame.from_records(records, columns=columns)
     for c in columns[2:]:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     return df
 
 
-_CLASS_METRICS = [(c, _per_class(c)) for c in CLASSES]
+_CLASS_METRICS = [(c, f"per_class_accuracy/{c}") for c in CLASSES]
+_ACC, _F1, _AUC = ("ACC", "accuracy"), ("F1", "macro_f1"), ("AUC", "auc_macro")
+# name: (label column, cells, level). A `_patient` table reads the rows of the table it names.
+TABLE_SPECS: dict[str, tuple[str, Spec, str]] = {
+    "table1": ("model", _CLASS_METRICS, "slice"),
+    "table2": ("strategy", [*_CLASS_METRICS, _ACC], "slice"),
+    "table4": (
+        "iou_reward",
+        [("mean_IoU", "mi_mean_iou"), ("Acc@0.5", "mi_acc_at_50"), _ACC],
+        "slice",
+    ),
+    "table5": ("config", [_ACC, _F1, _AUC], "slice"),
+    "table1_patient": ("model", [*_CLASS_METRICS, _ACC, _F1, _AUC], "patient"),
+    "table2_patient": ("strategy", [*_CLASS_METRICS, _ACC], "patient"),
+    "table5_patient": ("config", [_ACC, _F1, _AUC], "patient"),
+}
+TITLES = {
+    "table1": "Table 1. Per-class accuracy (recall) on the test split",
+    "table2": "Table 2. Sampling strategy x per-class accuracy (S1+S2)",
+    "table4": "Table 4. IoU reward on / off: MI localisation and accuracy",
+    "table5": "Table 5. Ablation: accuracy, macro F1 and one-vs-rest macro AUC",
+    "table1_patient": "Table 1, patient level. Per-class accuracy, ACC, macro F1, AUC per patient",
+    "table2_patient": "Table 2, patient level. Sampling strategy x per-class accuracy per patient",
+    "table5_patient": "Table 5, patient level. Ablation: ACC, macro F1 and AUC per patient",
+}
 
 
-def table1(rows: Rows) -> pd.DataFrame:
+def build(name: str, rows: Rows, draws: Draws | None = None) -> pd.DataFrame:
+    """Table `name` of TABLE_SPECS from its rows, with interval columns when draws are given
+    (draws at the table's level: slice draws for Tables 1-5, patient draws for `_patient`)."""
+    label, metrics, level = TABLE_SPECS[name]
+    return _metric_table(rows, label, metrics, draws, level)
+
+
+def table1(rows: Rows, draws: Draws | None = None) -> pd.DataFrame:
     """Table 1: per-class accuracy per model."""
-    return _metric_table(rows, "model", _CLASS_METRICS)
+    return build("table1", rows, draws)
 
 
-def table2(rows: Rows) -> pd.DataFrame:
+def table2(rows: Rows, draws: Draws | None = None) -> pd.DataFrame:
     """Table 2: per-class and overall accuracy per GPPO sampling strategy."""
-    return _metric_table(rows, "strategy", [*_CLASS_METRICS, ("ACC", _top("accuracy"))])
+    return build("table2", rows, draws)
 
 
-def table4(rows: Rows) -> pd.DataFrame:
+def table4(rows: Rows, draws: Draws | None = None) -> pd.DataFrame:
     """Table 4: MI localisation (mean IoU, Acc@0.5) and accuracy with and without the IoU reward."""
-    metrics = [
-        ("mean_IoU", _top("mi_mean_iou")),
-        ("Acc@0.5", _top("mi_acc_at_50")),
-        ("ACC", _top("accuracy")),
-    ]
-    return _metric_table(rows, "iou_reward", metrics)
+    return build("table4", rows, draws)
 
 
-def table5(rows: Rows) -> pd.DataFrame:
+def table5(rows: Rows, draws: Draws | None = None) -> pd.DataFrame:
     """Table 5: the ablation over stage-1 parts; accuracy, macro F1 and macro AUC."""
-    metrics = [("ACC", _top("accuracy")), ("F1", _top("macro_f1")), ("AUC", _top("auc_macro"))]
-    return _metric_table(rows, "config", metrics)
+    return build("table5", rows, draws)
+
+
+def row_draws(entries: Sequence[tuple[str, Sequence[str]]], by_evaluation: Mapping) -> Draws:
+    """{row label: [draws of each seed's evaluation]} from [(label, [evaluation key per seed])]."""
+    return {label: [by_evaluation[k] for k in keys] for label, keys in entries}
+
+
+def table_note(name: str, rows: Rows, left_out: Sequence[str], boot=None) -> str:
+    """What a table's numbers are: the split, the seeds, the interval, the rows not run, and why
+    an AUC cell is empty. `boot`: the bootstrap.Draws the intervals came from, if any."""
+    label, metrics, level = TABLE_SPECS[name]
+    seeds = sorted({len(m) for _, m in rows})
+    first = rows[0][1][0] if rows else {}
+    spread = f"mean ± std over seeds (n = {', '.join(map(str, seeds))})"
+    if level == "patient":
+        patients = first.get("patient", {}).get("n_patients", 0)
+        note = (
+            f"Patient level, {patients} test patients: per patient, the mean of its slices' "
+            "per-class log-likelihoods, the answer its argmax (a model without per-class scores: "
+            f"the majority of its slices' parsed answers); {spread}."
+        )
+    else:
+        note = f"Test split, {first.get('n', 0)} slices; {spread}."
+    if boot is not None:
+        note += (
+            f" [lo, hi]: 95% bootstrap percentile interval of the seed mean, {boot.iterations} "
+            f"resamples of the {boot.n_patients} test patients (stratified by class; a patient's "
+            "slices move together)."
+        )
+    if any(key == "auc_macro" for _, key in metrics):
+        for row, seeds_metrics in rows:
+            part = [m.get("patient", {}) if level == "patient" else m for m in seeds_metrics]
+            why = sorted({p.get("auc_note") for p in part if p.get("auc_note")})
+            if why:
+                note += f" AUC of {row}: {'; '.join(why)}."
+    if left_out:
+        note += " Not run, so not shown: " + "; ".join(left_out) + "."
+    return note
 
 
 # ---- writing -------------------------------------------------------------------------------------
@@ -116,18 +204,20 @@ def _metric_names(df: pd.DataFrame) -> list[str]:
     return [c[: -len("_mean")] for c in df.columns if c.endswith("_mean")]
 
 
+_STATS = ("_std", "_ci_lo", "_ci_hi")  # shown inside the metric's "mean" cell
+
+
 def _cells(df: pd.DataFrame, pm: str, missing: str) -> tuple[list[str], list[list[str]]]:
-    """Header and body strings, one column per metric ("mean ± std"), other columns as they are."""
+    """Header and body strings, one column per metric ("mean ± std [lo, hi]"), other columns as
+    they are."""
     metrics = set(_metric_names(df))
     header, getters = [], []
     for col in df.columns:
         if col.endswith("_mean") and col[: -len("_mean")] in metrics:
             base = col[: -len("_mean")]
             header.append(base)
-            getters.append(
-                lambda r, b=base: _pm(r.get(f"{b}_mean"), r.get(f"{b}_std"), pm, missing)
-            )
-        elif col.endswith("_std") and col[: -len("_std")] in metrics:
+            getters.append(lambda r, b=base: _pm(r, b, pm, missing))
+        elif any(col.endswith(s) and col[: -len(s)] in metrics for s in _STATS):
             continue
         else:
             header.append(col)
@@ -136,12 +226,17 @@ def _cells(df: pd.DataFrame, pm: str, missing: str) -> tuple[list[str], list[lis
     return header, body
 
 
-def _pm(mean, std, pm: str, missing: str) -> str:
+def _pm(record: dict, base: str, pm: str, missing: str) -> str:
+    mean, std = record.get(f"{base}_mean"), record.get(f"{base}_std")
+    lo, hi = record.get(f"{base}_ci_lo"), record.get(f"{base}_ci_hi")
     if mean is None or pd.isna(mean):
         return missing
-    if std is None or pd.isna(std):
-        return f"{mean:.3f}"
-    return f"{mean:.3f}{pm}{std:.3f}"
+    text = f"{mean:.3f}"
+    if std is not None and not pd.isna(std):
+        text += f"{pm}{std:.3f}"
+    if lo is not None and hi is not None and not pd.isna(lo) and not pd.isna(hi):
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
 
 
 def _plain(value, missing: str) -> str:
@@ -215,7 +310,8 @@ def _latex(df: pd.DataFrame, title: str, note: str) -> str:
 
 
 def write_table(df: pd.DataFrame, stem: Path, title: str, note: str = "") -> list[Path]:
-    """Write stem.csv (numbers as computed), stem.md and stem.tex (mean ± std, 3 decimals).
+    """Write stem.csv (numbers as computed), stem.md and stem.tex (mean ± std [lo, hi], 3
+    decimals).
 
     Output bytes depend only on the inputs (no dates, "\\n" line ends), so a rerun that changes
     nothing leaves the files identical for DVC and diffs.
