@@ -261,13 +261,29 @@ def test_api_models_through_snakemake(
         {"name": "VLM-plain", "model": "vlm-plain", "price_output_per_mtok": 4.0},
     ]
     targets = [f"results/eval/api/{m['name']}/metrics.json" for m in models]
+    # a third model whose key variable is unset: its job alone stops, with one line
+    monkeypatch.delenv("CMR_RD_UNSET_KEY", raising=False)
+    nokey = {"name": "VLM-nokey", "model": "vlm-nokey", "api_key_env": "CMR_RD_UNSET_KEY"}
     with server:
         for m in models:
             m |= {**common, "base_url": server.base_url}
-        (work / "config/api.yaml").write_text(yaml.safe_dump({"evaluate": {"api_models": models}}))
-        args = [*targets, *base, "config/api.yaml"]
-        first = snakemake(work, *args)
-        assert first.returncode == 0, first.stderr[-4000:]
+        nokey["base_url"] = server.base_url
+        config = {"evaluate": {"api_models": [*models, nokey]}}
+        (work / "config/api.yaml").write_text(yaml.safe_dump(config))
+        args = [*targets, *base, "config/api.yaml"]  # targets before --configfile's values
+        nokey_target = "results/eval/api/VLM-nokey/metrics.json"
+        first = snakemake(work, nokey_target, *args, "--keep-going")
+        assert first.returncode == 1, first.stderr[-4000:]
+        assert "Error in rule evaluate_api" in first.stderr
+        assert first.stderr.count("Error in rule") == 1
+        assert not (work / "results/eval/api/VLM-nokey/metrics.json").exists()
+        errors = [
+            line
+            for line in (work / "logs/eval/api/VLM-nokey.log").read_text().splitlines()
+            if " ERROR " in line
+        ]
+        assert len(errors) == 1 and "environment variable CMR_RD_UNSET_KEY is not set" in errors[0]
+        assert "Traceback" not in (work / "logs/eval/api/VLM-nokey.log").read_text()
         requests_first = len(server.requests)
         outputs = {m["name"]: _outputs(work, m["name"]) for m in models}
 
@@ -355,6 +371,7 @@ def test_api_models_through_snakemake(
     assert "results/" not in haystack and "ingest" not in haystack
     for r in server.requests:
         body = r["body"]
+        assert body["model"] in ("vlm-lp", "vlm-plain")  # none from the model without a key
         assert set(body) <= {"model", "messages", "temperature", "logprobs", "top_logprobs"}
         assert body["temperature"] == 0 and len(r["images"]) == 1
         assert prompt_of(body) == ("", DIAGNOSTIC_QUERY)
