@@ -35,7 +35,7 @@ from cmr_rd.evaluate.api import (
 from cmr_rd.evaluate.harness import EvalInputError
 from cmr_rd.evaluate.metrics import NO_SCORES_NOTE
 from cmr_rd.prompts import DIAGNOSTIC_QUERY
-from cmr_rd.rewrite.client import MissingAPIKeyError
+from cmr_rd.rewrite.client import MissingAPIKeyError, cache_key
 from openai_loopback import GARBAGE_TEXT, LoopbackOpenAI, images_of, prompt_of, token_logprobs
 
 KEY_ENV = "CMR_RD_TEST_VLM_KEY"
@@ -127,6 +127,8 @@ def test_request_carries_the_prompt_and_the_pixels_only(tmp_path: Path) -> None:
     cfg = llm_config({"name": "A", "model": "vlm-x", "top_logprobs": 5})
     assert (cfg.api, cfg.temperature, cfg.top_logprobs, cfg.model) == ("chat", 0.0, 5, "vlm-x")
     assert cfg.price_input_per_mtok == 0.0 and cfg.api_key_env == "OPENAI_API_KEY"
+    same = llm_config({"name": "A", "model": "vlm-x", "top_logprobs": 5, "temperature": 0})
+    assert cache_key(same, "", "q", ("u",)) == cache_key(cfg, "", "q", ("u",))
     with pytest.raises(EvalInputError, match="'B'.*top_logprobs must be between 0 and 20"):
         llm_config({"name": "B", "model": "m", "top_logprobs": 40})
 

@@ -60,7 +60,8 @@ def llm_config(entry: dict[str, Any]) -> LLMConfig:
     The template version names the evaluation query's version, so a changed query is a new key
     even where its text alone would not show it."""
     settings = {k: entry[k] for k in _CLIENT_KEYS if entry.get(k) is not None}
-    settings.setdefault("temperature", 0.0)
+    # a float, so that `temperature: 0` and `0.0` in a config give the same cache key
+    settings["temperature"] = float(settings.get("temperature", 0.0))
     settings.setdefault("price_input_per_mtok", 0.0)
     settings.setdefault("price_output_per_mtok", 0.0)
     try:
