@@ -54,6 +54,8 @@ GPPO_CFG = config["gppo"]
 RUN = f"{GPPO}/{{run}}/seed{{seed}}"  # one variant and seed: every phase lives below it
 PHASE = f"{RUN}/phase{{phase}}"
 EVAL = "results/eval"
+# The evaluation settings a local evaluation job reads (its params).
+LOCAL_EVAL_SETTINGS = ("batch_size", "max_new_tokens", "score_batch_size", "limit")
 REPORT = "results/report"
 REPORT_CFG = config["report"]
 ZERO_SHOT = {m["name"]: m["model"] for m in config["evaluate"]["zero_shot"]}

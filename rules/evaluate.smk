@@ -28,7 +28,8 @@ rule evaluate:
         runtime=120,
     params:
         model=eval_model_ref,
-        evaluate=config["evaluate"],
+        # Only the keys the job reads: a new bootstrap count or API model reruns no evaluation.
+        evaluate={k: config["evaluate"][k] for k in LOCAL_EVAL_SETTINGS},
     script:
         "../workflow/scripts/evaluate.py"
 
