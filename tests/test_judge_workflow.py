@@ -95,7 +95,7 @@ def test_offline_judge_rerun_is_byte_identical(work):
     before = _digests(work / JUDGE)
     result = _judge(work)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "rule judge:" in result.stdout + result.stderr
+    assert "localrule judge:" in result.stdout + result.stderr
     assert _digests(work / JUDGE) == before
 
 
@@ -170,7 +170,7 @@ def test_a_filled_clinician_sheet_changes_the_judge_tables_only(work):
     sheet.to_csv(work / "config/judge_ratings.csv", index=False)
     result = snakemake(work, TARGET, "--cores", "1", "--configfile", "config/tiny.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.findall(r"^rule (\w+):", result.stdout + result.stderr, re.M) == ["judge"]
+    assert re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M) == ["judge"]
     assert _digests(results, skip="judge/") == before  # nothing upstream was redone
     ratings = pd.read_parquet(work / JUDGE / "ratings.parquet")
     clinician = ratings[ratings["judge"] == "clinician"]
