@@ -25,7 +25,13 @@ from cmr_rd.judge.items import build_items, item_id, model_name, sample_cases, s
 from cmr_rd.judge.llm import parse_rating, validate
 from cmr_rd.judge.rubric import AXES, ERRORS, rate, read_chain
 from cmr_rd.judge.sheet import RatingsSheetError, read_sheet, write_sheet
-from cmr_rd.judge.summary import bootstrap_ci, claim_rows, markdown, summary_table
+from cmr_rd.judge.summary import (
+    bootstrap_ci,
+    claim_rows,
+    claims_table_rows,
+    markdown,
+    summary_table,
+)
 from cmr_rd.rewrite import phi
 from cmr_rd.rewrite.offline import offline_rewrite
 from cmr_rd.rewrite.templates import parse_reply
@@ -291,9 +297,16 @@ def test_claim_row_holds_only_when_the_showcase_is_clearly_best():
     row = claim_rows(clear, "sft-ts-iou", cases, 1000, seed=1).iloc[0]
     assert row["verdict"] == "holds" and row["right"] == "s1"
     assert row["difference"] == pytest.approx(4.7 - 2.8) and row["ci_low"] > 0
+    assert row["p_value"] == 0.0
+    table = claims_table_rows(claim_rows(clear, "sft-ts-iou", cases, 1000, seed=1))
+    from cmr_rd.report.claims import COLUMNS
+
+    assert list(table.columns) == COLUMNS and table.iloc[0]["verdict"] == "holds"
+    assert table.iloc[0]["claim"].endswith("vs s1")
     tied = _ratings({"sft-ts-iou": [3, 4] * 5, "s1": [4, 3] * 5}, cases)
     row = claim_rows(tied, "sft-ts-iou", cases, 1000, seed=1).iloc[0]
     assert row["verdict"] == "not shown" and row["ci_low"] < 0 < row["ci_high"]
+    assert 0.2 < row["p_value"] < 0.8
     absent = claim_rows(tied, "sft-full-iou", cases, 1000, seed=1).iloc[0]
     assert absent["verdict"] == "not shown" and pd.isna(absent["left_mean"])
 

@@ -21,7 +21,7 @@ from cmr_rd.report.claims import HOLDS, NOT_SHOWN
 CLAIM = "CMR-RD's chains rate highest"
 CLAIM_COLUMNS = [
     "claim", "judge", "left", "left_mean", "left_seeds", "right", "right_mean", "right_seeds",
-    "difference", "ci_low", "ci_high", "verdict",
+    "difference", "ci_low", "ci_high", "p_value", "verdict",
 ]  # fmt: skip
 
 
@@ -37,15 +37,19 @@ def case_means(ratings: pd.DataFrame, value: pd.Series, cases: list[str]) -> np.
     return means.reindex(cases).to_numpy(dtype=float)
 
 
+def bootstrap_means(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The mean of `values` (NaN = not rated) in each resample of the cases."""
+    with warnings.catch_warnings():  # a resample of only unrated cases has no mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(values[index], axis=1)
+    return means[~np.isnan(means)]
+
+
 def bootstrap_ci(values: np.ndarray, index: np.ndarray) -> tuple[float, float]:
     """95% percentile interval of the mean of `values` (NaN = not rated) over resampled cases."""
     if np.isnan(values).all():
         return float("nan"), float("nan")
-    with warnings.catch_warnings():  # a resample of only unrated cases has no mean
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(values[index], axis=1)
-    means = means[~np.isnan(means)]
-    low, high = np.percentile(means, [2.5, 97.5])
+    low, high = np.percentile(bootstrap_means(values, index), [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -163,6 +167,9 @@ def claim_rows(
             difference = per_model[showcase] - per_model[model]
             lows[model] = bootstrap_ci(difference, index)
         low, high = lows[runner_up]
+        # one-sided: the share of resamples in which the showcase is not ahead of the runner-up
+        resampled = bootstrap_means(per_model[showcase] - per_model[runner_up], index)
+        p_value = float(np.mean(resampled <= 0)) if len(resampled) else float("nan")
         holds = all(not np.isnan(lo) and lo > 0 for lo, _ in lows.values())
         record.update(
             left_mean=round(means[showcase], 4),
@@ -173,6 +180,7 @@ def claim_rows(
             difference=round(means[showcase] - others[runner_up], 4),
             ci_low=round(low, 4),
             ci_high=round(high, 4),
+            p_value=round(p_value, 4),
             verdict=HOLDS if holds else NOT_SHOWN,
         )
         records.append(record)
@@ -181,15 +189,41 @@ def claim_rows(
 
 def claim_markdown(claims: pd.DataFrame) -> str:
     lines = [
-        "| claim | ours | best other | difference [95% CI] | verdict |",
-        "|---|---|---|---|---|",
+        "| claim | ours | best other | difference [95% CI] | p | verdict |",
+        "|---|---|---|---|---|---|",
     ]
     for row in claims.itertuples(index=False):
         if pd.isna(row.left_mean) or pd.isna(row.right_mean):
-            lines.append(f"| {row.claim} | {row.left}: - | - | - | {row.verdict} |")
+            lines.append(f"| {row.claim} | {row.left}: - | - | - | - | {row.verdict} |")
             continue
         lines.append(
             f"| {row.claim} | {row.left}: {row.left_mean:.2f} | {row.right}: {row.right_mean:.2f}"
-            f" | {row.difference:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}] | {row.verdict} |"
+            f" | {row.difference:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}] | {row.p_value:.3f}"
+            f" | {row.verdict} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def claims_table_rows(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claim rows in the report's claims table's columns (`cmr_rd.report.claims.COLUMNS`),
+    for the report to append: the difference's interval and p-value are the paired case
+    bootstrap's; the std columns stay empty (a rating has no seeds' spread to weigh)."""
+    from cmr_rd.report.claims import COLUMNS
+
+    rows = []
+    for row in claims.itertuples(index=False):
+        versus = f" vs {row.right}" if isinstance(row.right, str) else ""
+        values = {
+            "claim": f"{row.claim}{versus}",
+            "left_mean": row.left_mean,
+            "left_seeds": row.left_seeds,
+            "right_mean": row.right_mean,
+            "right_seeds": row.right_seeds,
+            "difference": row.difference,
+            "difference_ci_lo": row.ci_low,
+            "difference_ci_hi": row.ci_high,
+            "p_value": row.p_value,
+            "verdict": row.verdict,
+        }
+        rows.append({column: values.get(column) for column in COLUMNS})
+    return pd.DataFrame.from_records(rows, columns=COLUMNS)
