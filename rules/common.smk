@@ -65,6 +65,13 @@ JUDGE_CFG = config["judge"]
 JUDGE_SEED = (
     JUDGE_CFG["seed"] if JUDGE_CFG["seed"] is not None else config["seed"] + 1700
 )
+# What the judge job reads: the LLM settings only when it asks the LLM (so editing them
+# reruns no offline judge).
+JUDGE_PARAMS = {
+    k: v
+    for k, v in JUDGE_CFG.items()
+    if k != "openai" or JUDGE_CFG["backend"] == "openai"
+}
 RUN_NAME = RunName.PATTERN  # START-SAMPLING-REWARD, e.g. sft-ts-iou
 # API-served VLMs (rule evaluate_api), by row name; evaluated as api/NAME.
 API_MODELS = {m["name"]: m for m in config["evaluate"]["api_models"]}

@@ -40,7 +40,7 @@ rule judge:
         mem_mb=2000,
         runtime=60,
     params:
-        judge=JUDGE_CFG,
+        judge=JUDGE_PARAMS,
         seed=JUDGE_SEED,
         showcase=REPORT_CFG["showcase"],
         eval_root=EVAL,
