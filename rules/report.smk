@@ -23,6 +23,9 @@ rule report_tables:
         gppo_rewards=showcase("summary/rewards.csv"),
         gppo_figures=[showcase(f"summary/{name}.png") for name in REPORT_COPIES],
         quotas=[path for paths in claims_quotas().values() for path in paths],
+        # The reasoning-quality table and its claim (rule judge).
+        judge_summary=rules.judge.output.summary_md,
+        judge_claim=rules.judge.output.claim,
     output:
         **report_outputs(),
     log:

@@ -40,6 +40,8 @@ LONGEST = (
     "test_slurm.py",
     "test_workflow.py",
     "test_rewrite_openai_workflow.py",
+    "test_evaluate_api.py",
+    "test_judge_workflow.py",
     "test_dvc.py",
     "test_foundation.py",
     "test_train.py",

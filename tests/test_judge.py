@@ -286,6 +286,7 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     assert a["accuracy_mean"] == 4.5 and a["accuracy_ci_low"] <= 4.5 <= a["accuracy_ci_high"]
     assert a["seeds"] == 1 and a["rated"] == 8
     assert "| rubric | a | 1 | 8 / 8 | 4.50 [" in markdown(summary)
+    assert "errors per item" in markdown(summary)
 
 
 def test_claim_row_holds_only_when_the_showcase_is_clearly_best():
@@ -297,7 +298,7 @@ def test_claim_row_holds_only_when_the_showcase_is_clearly_best():
     row = claim_rows(clear, "sft-ts-iou", cases, 1000, seed=1).iloc[0]
     assert row["verdict"] == "holds" and row["right"] == "s1"
     assert row["difference"] == pytest.approx(4.7 - 2.8) and row["ci_low"] > 0
-    assert row["p_value"] == 0.0
+    assert row["p_value"] == pytest.approx(1 / 1001, abs=1e-4)  # (1 + 0) / (1 + B)
     table = claims_table_rows(claim_rows(clear, "sft-ts-iou", cases, 1000, seed=1))
     from cmr_rd.report.claims import COLUMNS
 

@@ -319,6 +319,7 @@ def test_rerunning_one_gppo_phase_reruns_later_phases_only(run):
         "gppo_quota",
         "gppo_summary",
         "evaluate",
+        "judge",  # it rates the evaluation's chains
         "report_tables",
         "dvc_commit",  # the last rule of every run that changed something
     }
@@ -553,7 +554,7 @@ def test_a_corrupted_checkpoint_stops_the_next_stage_with_its_name(run):
 
 
 @pytest.mark.edits_run
-def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
+def test_an_evaluation_setting_reruns_evaluation_judge_and_report_only(run):
     import yaml
 
     config = yaml.safe_load((run / "config/tiny.yaml").read_text())
@@ -562,9 +563,15 @@ def test_an_evaluation_setting_reruns_evaluation_and_report_only(run):
     (run / "config/tiny_eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _rules_run(result) == {"evaluate", "report_tables", "dvc_commit"}
+    assert _rules_run(result) == {"evaluate", "judge", "report_tables", "dvc_commit"}
     again = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # The bootstrap's resamples are the report's alone: no evaluation or rating is redone.
+    config["evaluate"]["bootstrap"] = 200
+    (run / "config/tiny_eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _rules_run(result) == {"report_tables", "dvc_commit"}
 
 
 # These tests retrain SFT under a longer schedule, which makes the stage-1 outputs differ from

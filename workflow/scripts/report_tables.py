@@ -2,7 +2,7 @@
 patients) and their patient-level companions, the paper's claims checked against them (with
 paired bootstrap p-values), the paper's published tables beside them, and the report's figures.
 Every number is read from the evaluations' metrics and samples and the GPPO runs' quota
-records."""
+records, and the judge's ratings of the reasoning."""
 
 import json
 import shutil
@@ -13,6 +13,7 @@ import pandas as pd
 
 from cmr_rd.evaluate.bootstrap import evaluation_draws
 from cmr_rd.jsonl import read_jsonl
+from cmr_rd.judge import summary as judge_summary
 from cmr_rd.report import claims, figures, tables
 from cmr_rd.stage import RuleRun
 
@@ -69,15 +70,24 @@ def main(sm) -> None:
         }
         paired = {t: tables.row_draws(config_rows[t], boot.slice) for t in config_rows}
         checked = claims.claims_table(built, shares, paired)
+        # The paper's Fig. 3 claim, from the judge's ratings (its own verdict rule).
+        judged = judge_summary.claims_table_rows(pd.read_csv(sm.input.judge_claim))
+        checked = pd.concat([checked, judged], ignore_index=True)
         checked.to_csv(sm.output.claims_csv, index=False, float_format="%.6f")
         claims_md = claims.markdown(
-            checked, "Claims of the paper, checked against our tables", boot
-        )
+            checked, "Claims of the paper, checked against our tables", boot,
+            judged=len(judged) > 0,
+        )  # fmt: skip
         targets = claims.targets_table(rows)
         targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
         targets_md = claims.targets_markdown(targets, "The demo's targets")
         Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
         parts.extend([claims_md, targets_md])
+        parts.append(
+            "### Reasoning quality (the judge; the paper's Fig. 3)\n\n"
+            + judge_summary.SUMMARY_NOTE + "\n\n"
+            + Path(sm.input.judge_summary).read_text(encoding="utf-8")
+        )  # fmt: skip
         paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
         for table, frame in paper.items():
             stem = Path(sm.output[f"{table}_csv"]).with_suffix("")

@@ -19,6 +19,12 @@ from cmr_rd.plotting import new_figure, save_png
 from cmr_rd.report.claims import HOLDS, NOT_SHOWN
 
 CLAIM = "CMR-RD's chains rate highest"
+SUMMARY_NOTE = (
+    "Blinded ratings (1-5) of each model's reasoning chain on the same sampled test cases: mean "
+    "[95% bootstrap interval over cases], the seeds of a model averaged per case first; errors "
+    "per item counted by category as GREEN and RadMatch do. Judge `rubric` is the offline judge, "
+    "a deterministic finding-matching rubric against the case's report, not a clinician."
+)
 CLAIM_COLUMNS = [
     "claim", "judge", "left", "left_mean", "left_seeds", "right", "right_mean", "right_seeds",
     "difference", "ci_low", "ci_high", "p_value", "verdict",
@@ -88,8 +94,9 @@ def summary_table(
 def markdown(summary: pd.DataFrame) -> str:
     """The table as Markdown: mean [95% CI] per axis, per judge and model."""
     lines = [
-        "| judge | model | seeds | rated / items | accuracy | coherence | readability |",
-        "|---|---|---|---|---|---|---|",
+        "| judge | model | seeds | rated / items | accuracy | coherence | readability "
+        "| errors per item: unsupported / missed / location / severity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.itertuples(index=False):
         cells = []
@@ -97,6 +104,8 @@ def markdown(summary: pd.DataFrame) -> str:
             mean = getattr(row, f"{axis}_mean")
             low, high = getattr(row, f"{axis}_ci_low"), getattr(row, f"{axis}_ci_high")
             cells.append("-" if pd.isna(mean) else f"{mean:.2f} [{low:.2f}, {high:.2f}]")
+        errors = [getattr(row, name) for name in ERRORS]
+        cells.append(" / ".join("-" if pd.isna(e) else f"{e:.2f}" for e in errors))
         lines.append(
             f"| {row.judge} | {row.model} | {row.seeds} | {row.rated} / {row.items} | "
             + " | ".join(cells)
@@ -167,9 +176,11 @@ def claim_rows(
             difference = per_model[showcase] - per_model[model]
             lows[model] = bootstrap_ci(difference, index)
         low, high = lows[runner_up]
-        # one-sided: the share of resamples in which the showcase is not ahead of the runner-up
+        # one-sided: the share of resamples in which the showcase is not ahead of the runner-up,
+        # (1 + k) / (1 + B) as the report's claims compute it, so p is never 0
         resampled = bootstrap_means(per_model[showcase] - per_model[runner_up], index)
-        p_value = float(np.mean(resampled <= 0)) if len(resampled) else float("nan")
+        behind = int((resampled <= 0).sum())
+        p_value = (1 + behind) / (1 + len(resampled)) if len(resampled) else float("nan")
         holds = all(not np.isnan(lo) and lo > 0 for lo, _ in lows.values())
         record.update(
             left_mean=round(means[showcase], 4),

@@ -124,9 +124,10 @@ def claims_table(
     return frame
 
 
-def markdown(frame: pd.DataFrame, title: str, boot=None) -> str:
+def markdown(frame: pd.DataFrame, title: str, boot=None, judged: bool = False) -> str:
     """The claims as a Markdown table: means ± std (n), difference, combined std, verdict, and
-    the paired bootstrap's interval and p-value. `boot`: the bootstrap.Draws behind them."""
+    the paired bootstrap's interval and p-value. `boot`: the bootstrap.Draws behind them;
+    `judged`: the table ends with the judge's reasoning-quality rows, whose rule is explained."""
 
     def side(mean, std, n) -> str:
         if pd.isna(mean):
@@ -158,6 +159,17 @@ def markdown(frame: pd.DataFrame, title: str, boot=None) -> str:
         "(1 + k) / (1 + B). They show which differences the test split can resolve. The Fig. 5 "
         "batch share is a training record with no test patients to resample, so it has neither.",
         "",
+        *(
+            [
+                "Reasoning quality (the judge's rows): the showcase model's mean rating (mean of "
+                "accuracy, coherence and readability, 1-5) against the best-rated other model; "
+                "CI and p from a paired bootstrap over the judged test cases; `holds` when the "
+                "interval of the difference lies above 0 against every other model.",
+                "",
+            ]
+            if judged
+            else []
+        ),
         "| claim | ours (left) | ours (right) | difference | combined std | verdict "
         "| 95% CI of difference | p (one-sided) |",
         "|:---|---:|---:|---:|---:|:---|---:|---:|",
