@@ -45,6 +45,7 @@ include: "rules/gppo.smk"
 include: "rules/evaluate.smk"
 include: "rules/judge.smk"
 include: "rules/report.smk"
+include: "rules/predict.smk"
 include: "rules/dvc.smk"
 
 
@@ -68,3 +69,4 @@ rule all:
     input:
         final_targets(),
         DVC_TARGETS,
+        PREDICT_TARGETS,

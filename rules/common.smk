@@ -305,6 +305,28 @@ def showcase(name: str) -> str:
     return f"{GPPO}/{run}/seed{GPPO_CFG['seeds'][0]}/{name}"
 
 
+# Rule predict (rules/predict.smk): one new study, in the default target only once it is set.
+PREDICT = config["predict"]
+PREDICT_TARGETS = [f"{PREDICT['out_dir']}/prediction.json"] if PREDICT["study"] else []
+
+
+def predict_study(wildcards):
+    if not PREDICT["study"]:
+        raise WorkflowError(
+            "predict.study is not set: snakemake predict --config predict='{study: PATH}'"
+        )
+    return PREDICT["study"]
+
+
+def predict_model_ref(wildcards=None):
+    return PREDICT["model"] or showcase(f"phase{GPPO_CFG['phases']}/model")
+
+
+def predict_model(wildcards):
+    ref = predict_model_ref()
+    return ref if looks_like_path(ref) else []
+
+
 REPORT_TABLES = (
     "table1",
     "table2",

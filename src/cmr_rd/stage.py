@@ -64,6 +64,7 @@ KNOWN_ERRORS = frozenset({
     "MissingAPIKeyError", "ReviewError",  # cmr_rd.rewrite
     "BackboneError", "TrainInputError",  # cmr_rd.model
     "EvalInputError",  # cmr_rd.evaluate
+    "PredictInputError",  # cmr_rd.predict
     "JudgeInputError", "RatingsSheetError",  # cmr_rd.judge
 })  # fmt: skip
 # Manifest keys the harness fills from the snakemake object; the body adds others with record().

@@ -86,6 +86,23 @@ def evaluate_model(
         raise EvalInputError("batch_size, score_batch_size and max_new_tokens must be >= 1")
     records = load_test_records(test_jsonl, limit)
     model, processor = load_model(model_ref)
+    samples, timing = decode_and_score(
+        model, processor, records, batch_size, max_new_tokens, score_batch_size
+    )
+    return samples, compute_metrics(samples, CLASSES), timing
+
+
+def decode_and_score(
+    model: Any,
+    processor: Any,
+    records: list[dict[str, Any]],
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    score_batch_size: int = 16,
+) -> tuple[pd.DataFrame, dict]:
+    """(per-sample table, timing) of a loaded model on prompt records: greedy decoding in a fixed
+    order, then every class's answer log-likelihood after the model's own reasoning. The one
+    reading of a model that the evaluation and `cmr_rd.predict` share."""
     torch.manual_seed(0)
 
     started = time.perf_counter()
@@ -100,7 +117,6 @@ def evaluate_model(
     score_seconds = time.perf_counter() - started
 
     samples = sample_table(records, completions, loglik, CLASSES)
-    metrics = compute_metrics(samples, CLASSES)
     timing = {
         "decode_seconds": round(decode_seconds, 3),
         "score_seconds": round(score_seconds, 3),
@@ -108,7 +124,7 @@ def evaluate_model(
         "decode_samples_per_s": round(len(records) / decode_seconds, 3),
         "forward_passes_for_scoring": counter.calls,
     }
-    return samples, metrics, timing
+    return samples, timing
 
 
 def write_outputs(out_dir: Path, samples: pd.DataFrame, metrics: dict) -> None:

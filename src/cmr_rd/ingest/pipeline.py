@@ -89,6 +89,20 @@ class IngestConfig:
             burned_in_ocr_slices=ingest.get("burned_in", {}).get("ocr_slices", "one"),
         )
 
+    def check(self) -> None:
+        """Refuse settings no stack could be rendered with, and a missing OCR engine, before
+        any file is read (InputError, OcrUnavailable)."""
+        if self.burned_in_policy not in POLICIES:
+            raise InputError(
+                f"ingest.burned_in.policy: {self.burned_in_policy!r} is not one of {POLICIES}"
+            )
+        if self.burned_in_ocr_slices not in OCR_SLICES:
+            raise InputError(
+                f"ingest.burned_in.ocr_slices: {self.burned_in_ocr_slices!r} is not one of "
+                f"{OCR_SLICES}"
+            )
+        require_ocr()
+
 
 @dataclass
 class Outcomes:
@@ -374,18 +388,21 @@ def _series_key(rec: dict) -> str:
     return rec["series_uid"] or f"file:{rec['path']}"
 
 
-def _dicom_jobs(
-    dicom_dir: Path | None,
-    labels: dict[str, str],
-    boxes: dict,
-    key: DeidKey,
-    cfg: IngestConfig,
-    out_dir: Path,
-    outcomes: Outcomes,
-    workers: int,
-) -> tuple[list[PatientJob], set[str]]:
-    if dicom_dir is None or not dicom_dir.exists():
-        return [], set()
+@dataclass
+class SeriesIndex:
+    """A DICOM tree's series, classified: what ingestion and `cmr_rd.predict` both start from."""
+
+    series: list[tuple[dict, SeriesVerdict]]  # (first header record, verdict), every series
+    candidates: dict[str, list[SeriesVerdict]]  # patient id -> its LGE short-axis stacks
+    patients_seen: set[str]  # every patient id of a readable series
+    tagged: set[str]  # files tagged BurnedInAnnotation YES
+
+
+def index_series(
+    dicom_dir: Path, cfg: IngestConfig, outcomes: Outcomes, workers: int = 1
+) -> SeriesIndex:
+    """Index every file below dicom_dir and classify each (patient, series) from its raw
+    headers; unreadable files are quarantined, non-LGE series skipped, with their reasons."""
     files = []
     for path in list_files(dicom_dir):
         if path.name.startswith("."):  # .DS_Store, .snakemake_timestamp and the like
@@ -399,15 +416,15 @@ def _dicom_jobs(
             outcomes.file(rec["path"], QUARANTINED, rec["reason"])
         else:
             groups[(rec["patient_id"], _series_key(rec))].append(rec)
-    candidates: dict[str, list[SeriesVerdict]] = defaultdict(list)
-    patients_seen: set[str] = set()
+    found = SeriesIndex([], defaultdict(list), set(), set())
     for (pid, skey), recs in sorted(groups.items()):
         recs.sort(key=lambda r: r["path"])
         verdict = classify_series(
             skey, recs, cfg.min_stack_positions, cfg.parallel_tolerance_deg, cfg.max_axis_component
         )
+        found.series.append((recs[0], verdict))
         if pid:
-            patients_seen.add(pid)
+            found.patients_seen.add(pid)
         if not verdict.is_lge_sax:
             for path in verdict.files:
                 outcomes.file(path, SKIPPED, verdict.reason)
@@ -415,20 +432,68 @@ def _dicom_jobs(
             for path in verdict.files:
                 outcomes.file(path, QUARANTINED, "LGE stack without PatientID")
         else:
-            candidates[pid].append(verdict)
-    tagged = {rec["path"] for rec in records if rec.get("burned_in") == "YES"}
+            found.candidates[pid].append(verdict)
+    found.tagged = {rec["path"] for rec in records if rec.get("burned_in") == "YES"}
+    return found
+
+
+def untagged_stacks(
+    stacks: list[SeriesVerdict], tagged: set[str], cfg: IngestConfig, outcomes: Outcomes
+) -> list[SeriesVerdict]:
+    """Under the quarantine policy, a stack tagged as carrying burned-in text is quarantined
+    unread; under the mask policy every stack stays (its text is found and masked)."""
+    if cfg.burned_in_policy != "quarantine":
+        return stacks
+    for v in stacks:
+        if tagged.intersection(v.files):
+            for path in v.files:
+                outcomes.file(path, QUARANTINED, BURNED_IN_TAG)
+    return [v for v in stacks if not tagged.intersection(v.files)]
+
+
+def stack_chain(
+    pid: str,
+    label: str | None,
+    stacks: list[SeriesVerdict],
+    tagged: set[str],
+    boxes: dict,
+    key: DeidKey,
+    cfg: IngestConfig,
+    out_dir: Path,
+) -> PatientJob:
+    """The render job of a patient's preferred LGE stack, the next-preferred as its fallback
+    (tried if burned-in text refuses it), and so on down the list."""
+    ordered = []  # preferred first; the rest are fallbacks if burned-in text refuses it
+    while stacks:
+        ordered.append(choose_stack(stacks, cfg.prefer))
+        stacks = [v for v in stacks if v is not ordered[-1]]
+    job = None
+    for i in reversed(range(len(ordered))):
+        fallback, others = job, ordered[:i] + ordered[i + 1 :]
+        job = _stack_job(pid, label, ordered[i], others, tagged, boxes, key, cfg, out_dir)
+        job.fallback = fallback
+    return job
+
+
+def _dicom_jobs(
+    dicom_dir: Path | None,
+    labels: dict[str, str],
+    boxes: dict,
+    key: DeidKey,
+    cfg: IngestConfig,
+    out_dir: Path,
+    outcomes: Outcomes,
+    workers: int,
+) -> tuple[list[PatientJob], set[str]]:
+    if dicom_dir is None or not dicom_dir.exists():
+        return [], set()
+    found = index_series(dicom_dir, cfg, outcomes, workers)
     jobs = []
-    for pid in sorted(candidates):
-        stacks = candidates[pid]
-        if cfg.burned_in_policy == "quarantine":
-            for v in stacks:
-                if tagged.intersection(v.files):
-                    for path in v.files:
-                        outcomes.file(path, QUARANTINED, BURNED_IN_TAG)
-            stacks = [v for v in stacks if not tagged.intersection(v.files)]
-            if not stacks:
-                outcomes.finding("patient", pid, QUARANTINED, "every LGE stack " + BURNED_IN_TAG)
-                continue
+    for pid in sorted(found.candidates):
+        stacks = untagged_stacks(found.candidates[pid], found.tagged, cfg, outcomes)
+        if not stacks:
+            outcomes.finding("patient", pid, QUARANTINED, "every LGE stack " + BURNED_IN_TAG)
+            continue
         label = labels.get(pid)
         if label is None:
             chosen = choose_stack(stacks, cfg.prefer)
@@ -440,17 +505,8 @@ def _dicom_jobs(
                     outcomes.file(path, SKIPPED, reason)
             outcomes.finding("patient", pid, QUARANTINED, "LGE stack found but no usable label")
             continue
-        ordered = []  # preferred first; the rest are fallbacks if burned-in text refuses it
-        while stacks:
-            ordered.append(choose_stack(stacks, cfg.prefer))
-            stacks = [v for v in stacks if v is not ordered[-1]]
-        job = None
-        for i in reversed(range(len(ordered))):
-            fallback, others = job, ordered[:i] + ordered[i + 1 :]
-            job = _stack_job(pid, label, ordered[i], others, tagged, boxes, key, cfg, out_dir)
-            job.fallback = fallback
-        jobs.append(job)
-    return jobs, patients_seen | set(candidates)
+        jobs.append(stack_chain(pid, label, stacks, found.tagged, boxes, key, cfg, out_dir))
+    return jobs, found.patients_seen | set(found.candidates)
 
 
 def _stack_job(pid, label, chosen, others, tagged, boxes, key, cfg, out_dir) -> PatientJob:
@@ -491,6 +547,41 @@ def _stack_job(pid, label, chosen, others, tagged, boxes, key, cfg, out_dir) -> 
     )
 
 
+def nifti_job(
+    path: Path,
+    pid: str,
+    label: str | None,
+    stack: nifti.NiftiStack,
+    boxes: dict,
+    key: DeidKey,
+    cfg: IngestConfig,
+    out_dir: Path,
+) -> PatientJob:
+    """The render job of one NIfTI volume: its slices in spatial order, then the selection."""
+    order = sorted(range(len(stack.locations_mm)), key=lambda k: stack.locations_mm[k])
+    selected = select_positions(len(order), cfg)
+    indices = [order[r] for r in selected]
+    job_boxes = {
+        r: boxes[("nifti", pid, order[r])] for r in selected if ("nifti", pid, order[r]) in boxes
+    }
+    return PatientJob(
+        patient_id=pid,
+        pseudonym=key.pseudonym(pid),
+        label=label,
+        source_kind="nifti",
+        lge_kind="unknown",
+        out_dir=str(out_dir),
+        cfg=cfg,
+        nifti_path=str(path),
+        nifti_indices=indices,
+        series_files=[str(path)],
+        boxes=job_boxes,
+        ranks=list(selected),
+        n_positions=len(order),
+        centre_mm=float(np.mean(stack.locations_mm)),
+    )
+
+
 def _nifti_jobs(
     nifti_dir: Path | None,
     labels: dict[str, str],
@@ -522,32 +613,7 @@ def _nifti_jobs(
             outcomes.file(str(path), QUARANTINED, "no usable label row for this patient")
             outcomes.finding("patient", pid, QUARANTINED, "NIfTI volume found but no usable label")
             continue
-        order = sorted(range(len(stack.locations_mm)), key=lambda k: stack.locations_mm[k])
-        selected = select_positions(len(order), cfg)
-        indices = [order[r] for r in selected]
-        job_boxes = {
-            r: boxes[("nifti", pid, order[r])]
-            for r in selected
-            if ("nifti", pid, order[r]) in boxes
-        }
-        jobs.append(
-            PatientJob(
-                patient_id=pid,
-                pseudonym=key.pseudonym(pid),
-                label=label,
-                source_kind="nifti",
-                lge_kind="unknown",
-                out_dir=str(out_dir),
-                cfg=cfg,
-                nifti_path=str(path),
-                nifti_indices=indices,
-                series_files=[str(path)],
-                boxes=job_boxes,
-                ranks=list(selected),
-                n_positions=len(order),
-                centre_mm=float(np.mean(stack.locations_mm)),
-            )
-        )
+        jobs.append(nifti_job(path, pid, label, stack, boxes, key, cfg, out_dir))
     return jobs, seen
 
 
@@ -573,15 +639,7 @@ def run_ingest(
     """
     clock = time.perf_counter()
     timings = {} if timings is None else timings
-    if cfg.burned_in_policy not in POLICIES:
-        raise InputError(
-            f"ingest.burned_in.policy: {cfg.burned_in_policy!r} is not one of {POLICIES}"
-        )
-    if cfg.burned_in_ocr_slices not in OCR_SLICES:
-        raise InputError(
-            f"ingest.burned_in.ocr_slices: {cfg.burned_in_ocr_slices!r} is not one of {OCR_SLICES}"
-        )
-    require_ocr()
+    cfg.check()
     out_dir, private_dir = Path(out_dir), Path(private_dir)
     if (out_dir / "images").exists():
         shutil.rmtree(out_dir / "images")  # stale images of a previous run must not linger
