@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/input_variants.py
 	$(BIN)/python benchmarks/phi_recall.py
 	$(BIN)/python benchmarks/gpu_step.py
+	$(BIN)/python benchmarks/predict.py
 
 # ARTIFACT, not PATH: make would export a PATH override to every recipe's shell.
 ARTIFACT ?= results/report/table5.csv

@@ -257,7 +257,7 @@ def _cases(run: Path) -> dict[str, Case]:
     manifest = pd.read_parquet(run / "results/ingest/manifest.parquet")
     kinds = manifest.groupby("patient")[["source_kind", "lge_kind"]].first()
     folders = {}
-    for folder in sorted((run / "data/synthetic/dicom").iterdir()):
+    for folder in sorted(p for p in (run / "data/synthetic/dicom").iterdir() if p.is_dir()):
         (study,) = folder.iterdir()
         folders[KEY.pseudonym(folder.name.rsplit("_", 1)[-1])] = study
     for volume in sorted((run / "data/synthetic/nifti").glob("*.nii.gz")):
@@ -446,7 +446,7 @@ def test_the_snakemake_target_predicts_only_when_asked(tiny_run, cases, tmp_path
     assert dry.returncode == 0 and "rule predict" not in dry.stdout + dry.stderr
     dry = snakemake(work, *tiny, "-n", "--config", asked)
     assert dry.returncode == 0 and "rule predict:" in dry.stdout + dry.stderr, dry.stderr[-2000:]
-    done = snakemake(work, *tiny, "predict", "--config", asked)
+    done = snakemake(work, "predict", *tiny, "--config", asked)
     assert done.returncode == 0, done.stderr[-4000:]
     jobs = re.findall(r"^(?:local)?rule (\w+):", done.stdout + done.stderr, re.MULTILINE)
     assert jobs == ["predict"], jobs

@@ -115,8 +115,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 8px}
 .answer{font-size:30px;font-weight:700}.answer small{display:block;font-size:15px;
   font-weight:400;color:#445}
 table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
-.probs{table-layout:fixed;width:500px}.probs td:nth-child(1){width:44px}
-.probs td:nth-child(2){width:220px}.probs td:nth-child(3){width:186px}
+.probs{table-layout:fixed;width:540px}.probs td:nth-child(1){width:44px}
+.probs td:nth-child(2){width:260px}.probs td:nth-child(3){width:186px}
 .bar{background:#2f6db5;height:12px;display:inline-block;vertical-align:middle}
 .slice{display:flex;gap:18px;border-top:1px solid #dde;padding:14px 0}
 .slice svg{flex:none;width:256px;height:256px;background:#000}
