@@ -189,6 +189,19 @@ def test_a_folder_that_is_no_study_exits_2(case, tmp_path, capsys, monkeypatch):
     assert line.startswith(expected), line
 
 
+def test_real_data_without_a_pseudonym_key_exits_2(exam, tmp_path, capsys, monkeypatch):
+    from cmr_rd.predict.__main__ import main
+
+    monkeypatch.delenv("CMR_RD_DEID_KEY", raising=False)
+    config = tmp_path / "real.yaml"
+    config.write_text("data:\n  source: local\n")
+    args = [str(exam.study), "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*args, "--configfile", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: real data needs a pseudonym key"), line
+    assert not (tmp_path / "o/images").exists()
+
+
 def test_a_model_that_is_not_a_vlm_exits_2(exam, tmp_path):
     text_only = tmp_path / "gpt2"
     text_only.mkdir()
@@ -305,6 +318,7 @@ def dicom_prediction(tiny_run, cases, tmp_path_factory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("diagnosis: ") and "not a medical device" in result.stdout
+    assert "public demo key" in result.stderr  # said where a user sees it, not only in the log
     return out
 
 

@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     print(f"wrote {out / 'prediction.json'}, {out / 'summary.html'}, {out / 'predict.log'}")
     print(prediction["disclaimer"])
+    if prediction["settings"]["deid_key_origin"] == "demo":
+        print(
+            "warning: the pseudonym was made with the public demo key (data.source synthetic); "
+            "real data needs data.source local and a key ($CMR_RD_DEID_KEY or deid.key_file) "
+            "in a --configfile",
+            file=sys.stderr,
+        )
     return 0
 
 
