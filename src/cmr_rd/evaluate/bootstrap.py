@@ -33,7 +33,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from cmr_rd.classes import CLASSES
-from cmr_rd.evaluate.metrics import IOU_HIT, _present, pool_patients, scores_note
+from cmr_rd.evaluate.metrics import IOU_HIT, is_present, pool_patients, scores_note
 
 BOOTSTRAP_SEED_OFFSET = 404  # the resamples' stream: numpy default_rng([seed, offset])
 LEVEL = 0.95
@@ -103,12 +103,12 @@ class Units:
 
 
 def _class_index(values, classes: list[str]) -> np.ndarray:
-    return np.asarray([classes.index(v) if _present(v) else -1 for v in values], dtype=np.int64)
+    return np.asarray([classes.index(v) if is_present(v) else -1 for v in values], dtype=np.int64)
 
 
 def slice_units(samples: pd.DataFrame, cohort: Cohort, classes: Sequence[str] = CLASSES) -> Units:
     classes = list(classes)
-    has_box = samples["label"].astype(str).eq("MI") & samples["box_true"].map(_present)
+    has_box = samples["label"].astype(str).eq("MI") & samples["box_true"].map(is_present)
     iou = samples["iou"].astype("float64").fillna(0.0).where(has_box, np.nan).to_numpy()
     scored = scores_note(samples, classes) is None
     return Units(

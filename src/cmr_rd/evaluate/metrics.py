@@ -145,12 +145,12 @@ def _check(samples: pd.DataFrame, classes: list[str]) -> None:
     unknown = sorted({str(v) for v in samples["label"] if v not in classes})
     if unknown:
         raise ValueError(f"unknown truth label(s) {unknown}; classes are {classes}")
-    bad = sorted({str(v) for v in samples["predicted"] if _present(v) and v not in classes})
+    bad = sorted({str(v) for v in samples["predicted"] if is_present(v) and v not in classes})
     if bad:
         raise ValueError(f"unknown predicted label(s) {bad}; classes are {classes}")
 
 
-def _present(value: Any) -> bool:
+def is_present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
@@ -247,8 +247,8 @@ def pool_patients(samples: pd.DataFrame, classes: Sequence[str] = CLASSES) -> pd
     if "patient" not in samples.columns:
         raise ValueError("sample table lacks the patient column (needed for patient-level metrics)")
     patient = samples["patient"]
-    if not patient.map(_present).all():
-        ids = list(samples.loc[~patient.map(_present), "id"])[:5] if "id" in samples else []
+    if not patient.map(is_present).all():
+        ids = list(samples.loc[~patient.map(is_present), "id"])[:5] if "id" in samples else []
         raise ValueError(f"sample rows without a patient: {ids}")
     keys = patient.astype(str).to_numpy()
     truth = samples["label"].astype(str).to_numpy()
@@ -270,7 +270,7 @@ def pool_patients(samples: pd.DataFrame, classes: Sequence[str] = CLASSES) -> pd
     else:
         votes = np.zeros((len(order), len(classes)), dtype=np.int64)
         for i, p in zip(inverse, samples["predicted"], strict=True):
-            if _present(p):
+            if is_present(p):
                 votes[i, classes.index(p)] += 1
         predicted = [
             classes[int(v.argmax())] if v.any() else None for v in votes
@@ -296,7 +296,7 @@ def patient_metrics(samples: pd.DataFrame, classes: Sequence[str] = CLASSES) -> 
     classes = list(classes)
     pooled = pool_patients(samples, classes)
     y_true = list(pooled["label"])
-    y_pred = [p if _present(p) else UNPARSED for p in pooled["predicted"]]
+    y_pred = [p if is_present(p) else UNPARSED for p in pooled["predicted"]]
     note = scores_note(samples, classes)
     scores = None if note else pooled[[f"score_{c}" for c in classes]].to_numpy()
     return {
@@ -319,7 +319,7 @@ def compute_metrics(samples: pd.DataFrame, classes: Sequence[str] = CLASSES) -> 
     classes = list(classes)
     _check(samples, classes)
     y_true = [str(v) for v in samples["label"]]
-    y_pred = [str(v) if _present(v) else UNPARSED for v in samples["predicted"]]
+    y_pred = [str(v) if is_present(v) else UNPARSED for v in samples["predicted"]]
     y_strict = [
         p if bool(valid) else UNPARSED
         for p, valid in zip(y_pred, samples["format_valid"], strict=True)
@@ -328,7 +328,7 @@ def compute_metrics(samples: pd.DataFrame, classes: Sequence[str] = CLASSES) -> 
     scores = None if note else samples[[f"score_{c}" for c in classes]].to_numpy(np.float64)
     core = _core(y_true, y_pred, scores, classes, note)
 
-    is_mi = samples["label"].astype(str).eq("MI") & samples["box_true"].map(_present)
+    is_mi = samples["label"].astype(str).eq("MI") & samples["box_true"].map(is_present)
     ious = samples.loc[is_mi, "iou"].astype("float64").fillna(0.0).to_numpy()
     n = len(samples)
     return {
