@@ -20,9 +20,12 @@ import time
 
 STARTED = time.perf_counter()
 
+import os  # noqa: E402
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m cmr_rd.predict` sets it
+
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -124,6 +127,7 @@ def main() -> None:
     warm_median = statistics.median(r["wall"] for r in warm) if warm else None
     result = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({args.threads} threads)",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cores": os.cpu_count(),
         "model": model_ref,
         "model_source": source,
@@ -152,7 +156,8 @@ def main() -> None:
         "",
         f"One synthetic exam ({files} DICOM files, every series), {result['slices_read']} LGE "
         f"slices read; model: {source} ({model_ref}), max_new_tokens "
-        f"{result['max_new_tokens']}; {result['device']}.",
+        f"{result['max_new_tokens']}; {result['device']}, OMP_WAIT_POLICY "
+        f"{result['omp_wait_policy']}.",
         "",
         f"Start-up (once per process): imports {s['imports']:.2f} s, model load and lineage "
         f"{s['model_load_and_lineage']:.2f} s, OCR engine {s['ocr_engine']:.2f} s.",

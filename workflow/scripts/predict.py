@@ -1,11 +1,13 @@
 """Rule predict: one study folder -> prediction.json, summary.html, predict.log."""
 
+import os
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see cmr_rd.predict.__main__
+import torch  # noqa: E402
 
-from cmr_rd.predict.run import predict_study
-from cmr_rd.stage import RuleRun
+from cmr_rd.predict.run import predict_study  # noqa: E402
+from cmr_rd.stage import RuleRun  # noqa: E402
 
 
 def main(sm) -> None:
