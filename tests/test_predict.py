@@ -202,6 +202,26 @@ def test_real_data_without_a_pseudonym_key_exits_2(exam, tmp_path, capsys, monke
     assert not (tmp_path / "o/images").exists()
 
 
+def test_a_folder_with_two_patients_exits_2(exam, tmp_path, capsys, monkeypatch):
+    from cmr_rd.predict.__main__ import main
+    from cmr_rd.synth.cohort import SynthConfig, build_patient, patient_jobs
+
+    monkeypatch.delenv("CMR_RD_DEID_KEY", raising=False)
+    cfg = SynthConfig(
+        scale=0.0, min_patients_per_class=1, lge_slices=6, matrix=96, cine_phases=1, nifti_share=0
+    )
+    build_patient(patient_jobs(cfg, seed=12, out_dir=tmp_path / "other")[0])
+    both = tmp_path / "both"
+    shutil.copytree(exam.study, both / "a")
+    shutil.copytree(next((tmp_path / "other/dicom").glob("*/*")), both / "b")
+    assert main([str(both), "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "error: the study folder holds LGE stacks of 2 patients; predict reads one patient's "
+        "study at a time"
+    )
+
+
 def test_a_model_that_is_not_a_vlm_exits_2(exam, tmp_path):
     text_only = tmp_path / "gpt2"
     text_only.mkdir()
@@ -409,6 +429,23 @@ def test_a_rerun_gives_the_same_bytes(tiny_run, cases, dicom_prediction, tmp_pat
     )  # fmt: skip
     for name in ("prediction.json", "summary.html"):
         assert (tmp_path / name).read_bytes() == (dicom_prediction / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.edits_run
+def test_an_edited_checkpoint_is_refused(tiny_run, cases, tmp_path, capsys):
+    """As every pipeline job refuses it: the lineage check names the changed file."""
+    from cmr_rd.predict.__main__ import main
+
+    work = copy_run(tiny_run, tmp_path / "wf")
+    with open(work / MODEL / "config.json", "a") as handle:
+        handle.write("\n")
+    args = [str(cases["dicom"].study), "--model", str(work / MODEL), "--out", str(tmp_path / "o")]
+    assert main([*args, "--configfile", str(work / "config/tiny.yaml")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"checkpoint {MODEL} does not match what rule gppo_train recorded" in line, line
+    assert f"changed: {MODEL}/config.json" in line, line
+    assert not (tmp_path / "o/prediction.json").exists()
 
 
 def _chromium() -> str | None:
