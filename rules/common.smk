@@ -310,12 +310,14 @@ PREDICT = config["predict"]
 PREDICT_TARGETS = [f"{PREDICT['out_dir']}/prediction.json"] if PREDICT["study"] else []
 
 
+# Not a file: without a study, Snakemake's missing-input message shows this line, no traceback.
+PREDICT_UNSET = (
+    "predict.study is not set: name the study folder in a config file or with --config"
+)
+
+
 def predict_study(wildcards):
-    if not PREDICT["study"]:
-        raise WorkflowError(
-            "predict.study is not set: snakemake predict --config predict='{study: PATH}'"
-        )
-    return PREDICT["study"]
+    return PREDICT["study"] or PREDICT_UNSET
 
 
 def predict_model_ref(wildcards=None):

@@ -42,6 +42,7 @@ LONGEST = (
     "test_rewrite_openai_workflow.py",
     "test_evaluate_api.py",
     "test_judge_workflow.py",
+    "test_predict.py",
     "test_dvc.py",
     "test_foundation.py",
     "test_train.py",

@@ -495,6 +495,10 @@ def test_the_snakemake_target_predicts_only_when_asked(tiny_run, cases, tmp_path
     asked = "predict={study: incoming/study, out_dir: results/predict}"
     dry = snakemake(work, *tiny, "-n")
     assert dry.returncode == 0 and "rule predict" not in dry.stdout + dry.stderr
+    # asked for without a study: one line says what to set, no traceback
+    unset = snakemake(work, "predict", *tiny, "-n")
+    assert unset.returncode != 0 and "predict.study is not set" in unset.stdout + unset.stderr
+    assert "Traceback" not in unset.stdout + unset.stderr
     dry = snakemake(work, *tiny, "-n", "--config", asked)
     assert dry.returncode == 0 and "rule predict:" in dry.stdout + dry.stderr, dry.stderr[-2000:]
     done = snakemake(work, "predict", *tiny, "--config", asked)
