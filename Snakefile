@@ -23,6 +23,13 @@ if os.path.isdir(os.path.join(SRC, "cmr_rd")):
         CMR_RD_SRC=SRC,
     )
 
+# Every job's CPU numerics pinned in one place (cmr_rd.numerics, README "Reproducible numerics"):
+# set in this process's environment, which local, conda and SLURM jobs inherit, and again by
+# `import cmr_rd` in every job and CLI. CMR_RD_NUMERICS=native turns the pins off.
+from cmr_rd.numerics import pin_environment
+
+pin_environment()
+
 
 # Used only under --software-deployment-method apptainer: the image the Dockerfile builds, named
 # by CMR_RD_IMAGE (a .sif path or a docker:// URL), else cmr-rd.sif in the working directory.
@@ -58,6 +65,7 @@ localrules:
     prompt_datasets,
     evaluate_api,
     gppo_quota,
+    gppo_posterior,
     gppo_summary,
     report_tables,
     judge,

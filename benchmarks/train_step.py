@@ -25,15 +25,28 @@ STAGES = {
 }
 
 
-def run_stage(stage: str, data: Path, model: Path, steps: int, batch: int, out: Path) -> dict:
+def run_stage(
+    stage: str,
+    data: Path,
+    model: Path,
+    steps: int,
+    batch: int,
+    out: Path,
+    cwd: Path = REPO,
+    env: dict | None = None,
+    threads: int | None = None,
+) -> dict:
+    """One stage's steps in a child process run in `cwd`, where the dataset's image paths hold
+    (`env`: the child's environment, default this one's)."""
     config = out / f"{stage}.json"
-    config.write_text(json.dumps({"max_steps": steps, "batch_size": batch, "save_steps": 10**6}))
+    settings = {"max_steps": steps, "batch_size": batch, "save_steps": 10**6}
+    config.write_text(json.dumps(settings | ({"threads": threads} if threads else {})))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "cmr_rd.model.cli", "train", "--stage", stage, "--model",
          str(model), "--data", str(data), "--out", str(out / stage), "--config", str(config)],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=cwd, env=env,
     )  # fmt: skip
     wall = time.perf_counter() - start
     if result.returncode != 0:

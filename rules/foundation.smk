@@ -16,6 +16,8 @@ if TINY:
             "logs/foundation/data.log",
         benchmark:
             "logs/benchmarks/foundation_data.tsv"
+        # The foundation chain (pool, backbone, pretraining) is the critical path: first.
+        priority: 50
         conda:
             "../envs/pipeline.yaml"
         threads: 2

@@ -1,6 +1,6 @@
 # Stage 2, GPPO. Phase t: quotas from posterior t-1 -> GRPO from checkpoint t-1 (KL to the start
-# model) -> probe decoding -> posterior t. Each output feeds phase t+1, so rerunning phase t
-# reruns t..T and nothing upstream.
+# model), then greedy decoding of the probe split by the same process -> posterior t. Each output
+# feeds phase t+1, so rerunning phase t reruns t..T and nothing upstream.
 
 
 rule gppo_quota:
@@ -27,8 +27,12 @@ rule gppo_train:
         model=phase_start_model,
         ref=start_model,
         data=rules.gppo_quota.output.dataset,
+        probe=rules.prompt_datasets.output.probe,
     output:
         final=directory(f"{PHASE}/model"),
+        # The trained checkpoint's greedy answers on the probe split, decoded before the process
+        # ends: a job of its own would pay for Python, torch and the model once more.
+        probe=f"{PHASE}/probe.json",
         summary=f"{PHASE}/train_summary.json",
         rewards=f"{PHASE}/rewards.csv",
         batches=f"{PHASE}/batches.jsonl",
@@ -54,23 +58,16 @@ rule gppo_train:
 
 rule gppo_posterior:
     input:
-        model=rules.gppo_train.output.final,
-        probe=rules.prompt_datasets.output.probe,
+        probe=rules.gppo_train.output.probe,
         prior=previous_posterior,
     output:
         posterior=f"{PHASE}/posterior.json",
-        probe=f"{PHASE}/probe.json",
         lineage=f"{PHASE}/posterior.manifest.json",
         packages=f"{PHASE}/posterior.manifest.packages.txt",
     log:
         f"logs/gppo/{{run}}/seed{{seed}}/phase{{phase}}/posterior.log",
     conda:
         "../envs/pipeline.yaml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=60,
     params:
         gppo=GPPO_CFG,
     script:

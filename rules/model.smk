@@ -3,13 +3,9 @@
 
 rule build_backbone:
     input:
-        # The tiny tokenizer is trained on every text the model will read.
-        corpus=[
-            rules.coldstart_dataset.output.dataset,
-            rules.alignment_dataset.output.dataset,
-            rules.prompt_datasets.output.rl,
-        ]
-        + ([rules.foundation_data.output.dataset] if TINY else []),
+        # The tiny tokenizer reads the foundation pool's text, never the cohort's, as a real
+        # backbone's predates the cohort: so the foundation stage starts with the first jobs.
+        corpus=[rules.foundation_data.output.dataset] if TINY else [],
     output:
         model=directory(BACKBONE),
         lineage=f"{BACKBONE}.manifest.json",
@@ -18,6 +14,8 @@ rule build_backbone:
         "logs/model/build_backbone.log",
     benchmark:
         "logs/benchmarks/build_backbone.tsv"
+    # The foundation stage's chain is the critical path: it starts first.
+    priority: 50
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -28,6 +26,8 @@ rule build_backbone:
         # Only what shapes the backbone: editing a training or check setting must not rebuild it.
         model={k: config["model"][k] for k in ("base", "tiny")},
         seed=config["seed"],
+        # The pool whose reports and chains the tiny tokenizer also reads.
+        pool=FOUNDATION_POOL if TINY else None,
     script:
         "../workflow/scripts/build_backbone.py"
 

@@ -31,6 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (two torch threads) took 46 s and 41 s of CPU spinning, 25 s and 14 s of CPU passive. Set
 # before torch is imported, inherited by every job the tests start; results do not change.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The pinned CPU numerics (cmr_rd.numerics), set on import before any test's torch or NumPy does
+# arithmetic, and inherited by every process a test starts.
+import cmr_rd  # noqa: E402, F401
 
 # Files whose tests may run on different workers (each test sets up what it needs).
 SPREAD = {"test_workflow.py"}

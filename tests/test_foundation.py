@@ -187,3 +187,23 @@ def test_the_image_path_learns(tmp_path):
     print("held-out accuracy", accuracy, len(heldout))
     assert len(heldout) >= 30
     assert accuracy["real"] >= accuracy["blank"] + 0.25, accuracy
+
+
+def test_the_tokenizer_corpus_is_the_pools_clinical_text_and_nothing_else():
+    from cmr_rd.foundation.corpus import pool_texts, report_body
+
+    lines = list(pool_texts(POOL, POOL.seed))
+    assert lines == list(pool_texts(POOL, POOL.seed))  # the same lines on every run
+    assert lines[0] == DIAGNOSTIC_QUERY
+    text = "\n".join(lines)
+    # Each patient's report body, its findings caption and its reasoning chain are there ...
+    assert text.count("Final diagnosis") + text.count("Conclusion") + text.count("consistent") > 0
+    assert sum("LGE" in line for line in lines) >= POOL.patients
+    # ... never the header or the signature, with their invented names and numbers.
+    for job in pool_jobs(POOL, Path(".")):
+        plan = plan_patient(job)
+        body = report_body(plan.report)
+        assert body.split("\n", 1)[0].startswith(("CLINICAL", "INDICATION", "HISTORY"))
+        for identifier in (plan.phi.mrn, plan.phi.accession, plan.phi.report_name):
+            assert identifier not in text
+    assert "Reported by" not in text and "MRN" not in text

@@ -1,3 +1,8 @@
 """cmr_rd: the library behind the CMR-RD workflow. It knows nothing of Snakemake."""
 
+from cmr_rd.numerics import pin_environment
+
 __version__ = "0.1.0"
+
+# Before torch, NumPy or OpenBLAS choose their kernels: cmr_rd.numerics says why and what.
+pin_environment()

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from cmr_rd import numerics
 from cmr_rd.checkpoints import folder_changes
 from cmr_rd.lineage import Index, build_index, canonical_json
 
@@ -208,6 +209,7 @@ class _Walk:
                 params=data.get("params"),
                 slurm_job_id=data.get("slurm_job_id"),
                 environment=data.get("environment"),
+                training_numerics=data.get("training_numerics"),
             )
             status = "ok"
         flags = {p.split(":", 1)[0] for p in problems}
@@ -315,6 +317,11 @@ def _render(node: dict, depth: int, lines: list[str]) -> None:
         )
     else:
         lines.append(f"{detail}env not recorded (manifest predates environment capture)")
+    # The kernels behind the numbers: a training child's where the job launched one.
+    if node.get("training_numerics"):
+        lines.append(f"{detail}training {numerics.describe(node['training_numerics'])}")
+    elif (env or {}).get("numerics"):
+        lines.append(f"{detail}{numerics.describe(env['numerics'])}")
     params = canonical_json(node.get("params"))
     if len(params) > PARAMS_WIDTH:
         params = params[: PARAMS_WIDTH - 3] + "..."

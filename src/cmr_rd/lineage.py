@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cmr_rd import numerics
+
 CHUNK = 1 << 20
 # Snakemake drops this marker into every directory() output after the job; it is not content.
 SNAKEMAKE_MARKER = ".snakemake_timestamp"
@@ -159,6 +161,8 @@ def write_environment(manifest: str | Path) -> dict:
         "python": sys.version.split()[0],
         "packages_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "packages_file": _as_recorded(target),
+        # The kernels that made this job's numbers (cmr_rd.numerics): pins, CPU, torch's level.
+        "numerics": numerics.record(),
     }
 
 

@@ -1,10 +1,14 @@
-"""Rule build_backbone: the tiny Gemma3 (tokenizer trained on the datasets' text; random weights,
-which the foundation stage pretrains), or a copy of the configured real backbone, saved to a path
-the next stage loads from."""
+"""Rule build_backbone: the tiny Gemma3 (tokenizer trained on the foundation pool's text: its
+questions, and the reports, chains and captions of its patients; random weights, which the
+foundation stage pretrains), or a copy of the configured real backbone, saved to a path the next
+stage loads from."""
 
+import itertools
 import json
 from pathlib import Path
 
+from cmr_rd.foundation.corpus import pool_texts
+from cmr_rd.foundation.pool import PoolConfig
 from cmr_rd.model.backbone import TinyConfig, build_tiny, load_backbone
 from cmr_rd.stage import RuleRun
 
@@ -25,7 +29,9 @@ def main(sm) -> None:
         out = Path(sm.output.model)
         if settings["base"] == "tiny":
             cfg = TinyConfig(**settings["tiny"], seed=sm.params.seed)
-            build_tiny(out, corpus_lines(sm.input.corpus), cfg)
+            pool = PoolConfig(**sm.params.pool)
+            corpus = itertools.chain(corpus_lines(sm.input.corpus), pool_texts(pool, pool.seed))
+            build_tiny(out, corpus, cfg)
         else:
             model, processor = load_backbone(settings["base"])
             model.save_pretrained(out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cmr_rd.foundation.vision import VisionConfig, pretrain_checkpoint
 from cmr_rd.jsonl import read_jsonl
-from cmr_rd.model.runtime import fingerprint, train_in_run_folder
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder, training_numerics
 from cmr_rd.stage import RuleRun
 
 
@@ -41,7 +41,11 @@ def main(sm) -> None:
         Path(sm.output.loss).write_bytes((trained / "loss.csv").read_bytes())
         Path(sm.output.summary).write_bytes((trained / "train_summary.json").read_bytes())
         Path(sm.output.vision).write_bytes((seen / "vision_summary.json").read_bytes())
-        run.record(run_folder=run_id, settings={"vision": vision, "train": settings})
+        run.record(
+            run_folder=run_id,
+            settings={"vision": vision, "train": settings},
+            training_numerics=training_numerics(trained),
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python -m cmr_rd.gppo.cli train --phase T --model START --ref SFT --data PHASE.jsonl \
         --out DIR --config SETTINGS.json
 
-SETTINGS.json holds {"train": GPPOConfig keys, "rewards": RewardConfig keys}. Exit codes match
+SETTINGS.json holds {"train": GPPOConfig keys, "rewards": RewardConfig keys} and, optionally,
+"probe": {"data": PROBE.jsonl, "limit", "batch_size", "max_new_tokens"}: the trained checkpoint's
+greedy answers on the probe split, written as DIR/probe.json. Exit codes match
 the stage-1 CLI: 0 done, 2 bad input (one line, no traceback), 143 preempted after a checkpoint.
 """
 
@@ -31,6 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def probe_final(out: Path, probe: dict) -> None:
+    """The trained checkpoint's greedy answers on the probe split, as `out/probe.json`: decoded
+    by the process that trained it (one process, the main one), from the saved final/, so they
+    are what a separate decoding job would get."""
+    from accelerate import PartialState
+
+    from cmr_rd.model.generate import check_checkpoint
+
+    if not PartialState().is_main_process:
+        return
+    report = check_checkpoint(
+        out / "final", Path(probe["data"]), limit=probe.get("limit"),
+        batch_size=probe["batch_size"], max_new_tokens=probe["max_new_tokens"],
+    )  # fmt: skip
+    report.pop("seconds")  # wall time would make a deterministic rerun differ
+    (out / "probe.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -51,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.model), Path(args.ref), Path(args.data), Path(args.out), cfg, rewards,
             args.phase,
         )  # fmt: skip
+        if settings.get("probe"):
+            probe_final(Path(args.out), settings["probe"])
     except TrainInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

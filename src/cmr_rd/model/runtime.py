@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
+from cmr_rd import numerics
+
 if TYPE_CHECKING:
     import torch
 
@@ -402,6 +404,8 @@ class TrainingRun:
             "precision": precision(),
             "world_size": trainer.args.world_size,
             "train_seconds": round(self.wall_seconds, 3),
+            # The training process's kernels; the job that launched it did no arithmetic.
+            "numerics": numerics.record(),
             "final_loss": (
                 last_loss(trainer.state.log_history) if trainer.is_world_process_zero() else None
             ),
@@ -475,4 +479,11 @@ def train_in_run_folder(
         log.error("training exited with code %d (143: preempted, rerun to resume)", code)
         sys.exit(code)
     shutil.copytree(run / "final", final)
+    log.info("training child: %s", numerics.describe(training_numerics(run)))
     return run
+
+
+def training_numerics(run: Path) -> dict:
+    """The kernels the training child used (its train_summary.json), for the job's manifest."""
+    summary = json.loads((Path(run) / "train_summary.json").read_text())
+    return summary.get("numerics") or {}

@@ -1,0 +1,140 @@
+"""CPU numerics pinned, so the same commit gives the same bytes on every x86-64 machine with AVX2.
+
+torch, oneDNN, MKL, NumPy and OpenBLAS each pick their kernels by the CPU they find, and kernels
+of different vector widths round differently. Measured on an AMD EPYC with AVX-512 (README,
+"Reproducible numerics"): eight AdamW steps of the tiny Gemma3 gave different weights under each
+of ATen's AVX512/AVX2/DEFAULT kernels, with oneDNN capped at AVX2, and with MKL in its
+COMPATIBLE mode; NumPy's exp, log and power differ between its AVX-512 and AVX2 loops; OpenBLAS's
+dot differs between its SkylakeX and Haswell kernels. So every pin below changes bytes somewhere.
+
+The pins are environment variables, which each library reads once, on first use. `import cmr_rd`
+sets them (this module runs from the package's `__init__`), before any of those libraries has
+done any arithmetic in a normal entry point: `python -m cmr_rd.*`, every rule script, the
+Snakemake process (whose environment every job inherits: local, `--sdm conda`, and SLURM, where
+sbatch exports the submitting environment) and the tests. A process that did arithmetic with
+torch before importing cmr_rd keeps the kernels it chose; the manifest says so, because it records
+what torch reports, not what was asked for.
+
+`CMR_RD_NUMERICS=native` turns the pins off (each library's own choice, fastest on the machine,
+reproducible only on that machine). Pins override any value already in the environment: a pin
+that a stray `ATEN_CPU_CAPABILITY` in a user's shell could undo would pin nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import sys
+
+MODE_ENV = "CMR_RD_NUMERICS"
+MODES = ("pinned", "native")
+
+PINS = {
+    # ATen's vectorised kernels (elementwise, reductions, softmax, norms): the AVX2 build.
+    "ATEN_CPU_CAPABILITY": "avx2",
+    # oneDNN (convolutions, e.g. the vision tower's patch embedding): at most AVX2 code.
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # MKL (torch's BLAS: every matmul). MKL_CBWR=AVX2 is honoured on Intel CPUs only ("on
+    # non-Intel CPUs the AUTO branch is used instead", oneMKL developer guide), and on our AMD
+    # CPU it changed nothing; COMPATIBLE is MKL's one branch that is the same on Intel and AMD.
+    "MKL_CBWR": "COMPATIBLE",
+    # NumPy's own SIMD loops (exp, log, power, ...): at most the AVX2 (x86-64-v3) ones.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    # NumPy's and SciPy's OpenBLAS: the Haswell (AVX2) kernels, one thread (its reductions split
+    # by thread count).
+    "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+class NumericsError(ValueError):
+    """CMR_RD_NUMERICS holds something other than pinned or native."""
+
+
+def mode(environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    value = environ.get(MODE_ENV, "pinned").strip().lower() or "pinned"
+    if value not in MODES:
+        raise NumericsError(f"{MODE_ENV}={value!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
+def pin_environment(environ=None) -> dict[str, str]:
+    """Set the pins in `environ` (os.environ by default) unless the mode is native; return them."""
+    environ = os.environ if environ is None else environ
+    if mode(environ) == "native":
+        return {}
+    environ.update(PINS)
+    return dict(PINS)
+
+
+@functools.cache
+def cpu() -> dict:
+    """The CPU as Linux describes it: model, vendor, and the vector extensions the pins cap."""
+    info = {"machine": platform.machine(), "model": None, "vendor": None}
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and info["model"] is None:
+                    info["model"] = value.strip()
+                elif key == "vendor_id" and info["vendor"] is None:
+                    info["vendor"] = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    info["avx2"] = "avx2" in flags
+    info["avx512f"] = "avx512f" in flags
+    return info
+
+
+def record() -> dict:
+    """What made this process's numbers, for every manifest: the mode, the pins in force, the
+    CPU, and, where torch is loaded, the kernel level it dispatches to, its BLAS and threads.
+
+    torch is not imported here: a light job (a JSON merge) must not pay for it, and its record
+    then says that torch did no arithmetic in the job."""
+    entry = {
+        "mode": mode(),
+        "pins": {key: os.environ.get(key) for key in PINS},
+        "cpu": cpu(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is None:
+        entry["torch"] = None
+        return entry
+    entry["torch"] = {
+        "version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": _torch_blas(torch),
+        "threads": torch.get_num_threads(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+    }
+    return entry
+
+
+def _torch_blas(torch) -> str | None:
+    """BLAS name and MKL version from torch's build summary (e.g. 'mkl 2024.2')."""
+    shown = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", shown)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", shown)
+    parts = [m.group(1) for m in (blas, mkl) if m]
+    return " ".join(parts) or None
+
+
+def describe(entry: dict) -> str:
+    """One line for logs and the audit."""
+    torch = entry.get("torch")
+    kernels = (
+        f"torch {torch['cpu_capability']} kernels, BLAS {torch['blas']}, {torch['threads']} "
+        "thread(s)"
+        if torch
+        else "no torch arithmetic"
+    )
+    machine = entry.get("cpu") or {}
+    return f"numerics {entry.get('mode')} ({kernels}; CPU {machine.get('model')})"

@@ -1,0 +1,149 @@
+"""Pinned CPU numerics (cmr_rd.numerics): the same weights whatever kernels the machine would
+choose, and different ones without the pins, so the pins are what makes them the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cmr_rd import numerics
+from cmr_rd.lineage import write_manifest
+
+# Eight AdamW steps of a tiny Gemma3 (vision tower with its convolution, attention, norms) and
+# NumPy's transcendental loops, in a fresh process that imports cmr_rd first, as every entry
+# point does. Prints the digest of the weights and the NumPy results, and the numerics record.
+PROBE = r"""
+import hashlib, json, sys
+import cmr_rd
+import numpy as np
+import torch
+from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig,
+                          SiglipVisionConfig)
+from cmr_rd import numerics
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+text = Gemma3TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+    num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+    query_pre_attn_scalar=32, max_position_embeddings=128, sliding_window=128,
+    layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1,
+    bos_token_id=2)
+vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=2, image_size=32, patch_size=8, vision_use_head=False)
+model = Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision,
+    mm_tokens_per_image=16, boi_token_index=3, eoi_token_index=4, image_token_index=5,
+    pad_token_id=0, eos_token_id=1, bos_token_id=2))
+with torch.no_grad():
+    model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.02)
+optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+generator = torch.Generator().manual_seed(1)
+for _ in range(8):
+    ids = torch.randint(6, 256, (4, 40), generator=generator)
+    ids[:, 1], ids[:, 2:18], ids[:, 18] = 3, 5, 4
+    pixels = torch.randn(4, 3, 32, 32, generator=generator)
+    loss = model(input_ids=ids, pixel_values=pixels, labels=ids,
+                 token_type_ids=(ids == 5).long()).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+weights = hashlib.sha256()
+for name, tensor in sorted(model.state_dict().items()):
+    weights.update(name.encode() + tensor.contiguous().numpy().tobytes())
+x = np.random.default_rng(0).normal(size=100_000)
+arrays = hashlib.sha256(b"".join(f(x).tobytes() for f in (np.exp, np.sin, np.log1p, np.abs))
+                        + np.float64(x @ x).tobytes())
+print(json.dumps({"weights": weights.hexdigest(), "numpy": arrays.hexdigest(),
+                  "record": numerics.record()}))
+"""
+
+# Another machine's choice, as far as one machine can play it: every library capped below what
+# it would pick here (ATen's scalar kernels, oneDNN at SSE4.1, MKL at SSE4.2 and its own
+# automatic branch, NumPy without AVX2).
+CAPPED = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "MKL_CBWR": "AUTO",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENBLAS_CORETYPE": "Prescott",
+}
+
+
+def probe(mode: str, extra: dict[str, str], tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PINS}
+    env.update(extra, **{numerics.MODE_ENV: mode}, HF_HUB_OFFLINE="1")
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(
+    not numerics.cpu()["avx2"], reason="the pins select AVX2 kernels; this CPU has no AVX2"
+)
+def test_pins_give_the_same_weights_under_other_dispatch_and_native_does_not(tmp_path):
+    pinned = probe("pinned", {}, tmp_path)
+    pinned_capped = probe("pinned", CAPPED, tmp_path)
+    native = probe("native", {}, tmp_path)
+    native_capped = probe("native", CAPPED, tmp_path)
+
+    assert pinned["weights"] == pinned_capped["weights"]
+    assert pinned["numpy"] == pinned_capped["numpy"]
+    # Without the pins the capped kernels give other weights: the comparison above can fail.
+    assert native["weights"] != native_capped["weights"]
+    # And the pins change this machine's own result (it would choose other kernels unpinned)
+    # unless it is an AVX2 machine whose native choice is the pinned one.
+    assert pinned["weights"] != native_capped["weights"]
+
+    for result in (pinned, pinned_capped):
+        record = result["record"]
+        assert record["mode"] == "pinned"
+        assert record["pins"] == numerics.PINS
+        assert record["torch"]["cpu_capability"] == "AVX2"
+        assert record["torch"]["threads"] == 1
+        assert record["torch"]["blas"].startswith("mkl")
+    assert native_capped["record"]["torch"]["cpu_capability"] == "DEFAULT"
+    assert native_capped["record"]["mode"] == "native"
+
+
+def test_pin_environment_overrides_the_shell_and_native_leaves_it():
+    env = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO"}
+    assert numerics.pin_environment(env) == numerics.PINS
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_CBWR"] == "COMPATIBLE"
+
+    native = {numerics.MODE_ENV: "native", "ATEN_CPU_CAPABILITY": "avx512"}
+    assert numerics.pin_environment(native) == {}
+    assert native == {numerics.MODE_ENV: "native", "ATEN_CPU_CAPABILITY": "avx512"}
+
+
+def test_a_bad_mode_names_the_variable():
+    with pytest.raises(numerics.NumericsError, match="CMR_RD_NUMERICS='fast'"):
+        numerics.pin_environment({numerics.MODE_ENV: "fast"})
+
+
+def test_this_process_is_pinned():
+    """conftest imports cmr_rd first, so the tests and every job they start run pinned."""
+    for key, value in numerics.PINS.items():
+        assert os.environ.get(key) == value, key
+
+
+def test_every_manifest_records_the_numerics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results/stage"
+    path = write_manifest(out, rule="stage", config={}, params={}, inputs={})
+    entry = json.loads(path.read_text())["environment"]["numerics"]
+    assert entry["mode"] == "pinned"
+    assert entry["pins"] == numerics.PINS
+    assert entry["cpu"]["machine"] == numerics.cpu()["machine"]
+    # torch is loaded in this process (other tests), so its kernel level is recorded too; a
+    # light job that never imports torch records None instead of paying for the import.
+    if "torch" in sys.modules:
+        assert entry["torch"]["cpu_capability"] == "AVX2"
+    assert "numerics pinned" in numerics.describe(entry)
