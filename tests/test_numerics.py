@@ -147,3 +147,11 @@ def test_every_manifest_records_the_numerics(tmp_path, monkeypatch):
     if "torch" in sys.modules:
         assert entry["torch"]["cpu_capability"] == "AVX2"
     assert "numerics pinned" in numerics.describe(entry)
+
+
+def test_a_bad_mode_stops_a_cli_with_one_line():
+    env = dict(os.environ, **{numerics.MODE_ENV: "fast"})
+    done = subprocess.run([sys.executable, "-m", "cmr_rd.audit", "results/x"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip() == "error: CMR_RD_NUMERICS='fast': expected one of pinned, native"

@@ -209,7 +209,7 @@ class _Walk:
                 params=data.get("params"),
                 slurm_job_id=data.get("slurm_job_id"),
                 environment=data.get("environment"),
-                training_numerics=data.get("training_numerics"),
+                worker_numerics=data.get("worker_numerics"),
             )
             status = "ok"
         flags = {p.split(":", 1)[0] for p in problems}
@@ -317,9 +317,10 @@ def _render(node: dict, depth: int, lines: list[str]) -> None:
         )
     else:
         lines.append(f"{detail}env not recorded (manifest predates environment capture)")
-    # The kernels behind the numbers: a training child's where the job launched one.
-    if node.get("training_numerics"):
-        lines.append(f"{detail}training {numerics.describe(node['training_numerics'])}")
+    # The kernels behind the numbers: the worker's where the job ran its arithmetic in a child
+    # process (a training run, a warm interpreter's fork), else the job's own.
+    if node.get("worker_numerics"):
+        lines.append(f"{detail}worker {numerics.describe(node['worker_numerics'])}")
     elif (env or {}).get("numerics"):
         lines.append(f"{detail}{numerics.describe(env['numerics'])}")
     params = canonical_json(node.get("params"))

@@ -42,10 +42,9 @@ PINS = {
     "MKL_CBWR": "COMPATIBLE",
     # NumPy's own SIMD loops (exp, log, power, ...): at most the AVX2 (x86-64-v3) ones.
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    # NumPy's and SciPy's OpenBLAS: the Haswell (AVX2) kernels, one thread (its reductions split
-    # by thread count).
+    # NumPy's and SciPy's OpenBLAS: the Haswell (AVX2) kernels. (Its threads, like torch's, are
+    # the job's: Snakemake sets OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to them.)
     "OPENBLAS_CORETYPE": "Haswell",
-    "OPENBLAS_NUM_THREADS": "1",
 }
 
 

@@ -66,6 +66,7 @@ KNOWN_ERRORS = frozenset({
     "EvalInputError",  # cmr_rd.evaluate
     "PredictInputError",  # cmr_rd.predict
     "JudgeInputError", "RatingsSheetError",  # cmr_rd.judge
+    "NumericsError",  # cmr_rd.numerics
 })  # fmt: skip
 # Manifest keys the harness fills from the snakemake object; the body adds others with record().
 MANIFEST_KEYS = {"rule", "git", "config_sha256", "params", "inputs", "outputs", "output_dirs",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cmr_rd.foundation.vision import VisionConfig, pretrain_checkpoint
 from cmr_rd.jsonl import read_jsonl
-from cmr_rd.model.runtime import fingerprint, train_in_run_folder, training_numerics
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder, worker_numerics
 from cmr_rd.stage import RuleRun
 
 
@@ -44,7 +44,7 @@ def main(sm) -> None:
         run.record(
             run_folder=run_id,
             settings={"vision": vision, "train": settings},
-            training_numerics=training_numerics(trained),
+            worker_numerics=worker_numerics(trained),
         )
 
 

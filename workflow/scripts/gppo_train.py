@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from cmr_rd.gppo.runs import RunName
-from cmr_rd.model.runtime import fingerprint, train_in_run_folder, training_numerics
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder, worker_numerics
 from cmr_rd.stage import RuleRun
 
 SEED_OFFSET = 401  # the trainer's seed (sampling of rollouts) = run seed + offset + phase
@@ -36,9 +36,7 @@ def main(sm) -> None:
                                       run.log)  # fmt: skip
         for name in ("summary", "rewards", "batches", "loss", "probe"):
             shutil.copy(trained / Path(sm.output[name]).name, sm.output[name])
-        run.record(
-            run_folder=run_id, settings=settings, training_numerics=training_numerics(trained)
-        )
+        run.record(run_folder=run_id, settings=settings, worker_numerics=worker_numerics(trained))
 
 
 if __name__ == "__main__":

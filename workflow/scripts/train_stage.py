@@ -9,7 +9,7 @@ someone else's run.
 import shutil
 from pathlib import Path
 
-from cmr_rd.model.runtime import fingerprint, train_in_run_folder, training_numerics
+from cmr_rd.model.runtime import fingerprint, train_in_run_folder, worker_numerics
 from cmr_rd.stage import RuleRun
 
 
@@ -28,9 +28,7 @@ def main(sm) -> None:
                                       runs=Path(sm.output.summary).parent / "runs")  # fmt: skip
         shutil.copy(trained / "loss.csv", sm.output.loss)
         shutil.copy(trained / "train_summary.json", sm.output.summary)
-        run.record(
-            run_folder=run_id, settings=settings, training_numerics=training_numerics(trained)
-        )
+        run.record(run_folder=run_id, settings=settings, worker_numerics=worker_numerics(trained))
 
 
 if __name__ == "__main__":

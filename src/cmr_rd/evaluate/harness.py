@@ -134,6 +134,32 @@ def write_outputs(out_dir: Path, samples: pd.DataFrame, metrics: dict) -> None:
     (out_dir / "metrics.json").write_text(text, encoding="utf-8")
 
 
+def evaluate_job(
+    name: str,
+    model: str,
+    test: str,
+    metrics_path: str,
+    timing_path: str,
+    threads: int,
+    batch_size: int,
+    max_new_tokens: int,
+    score_batch_size: int,
+    limit: int | None,
+) -> dict:
+    """The `evaluate` rule's work (run in a warm child by cmr_rd.warm.call): samples.parquet and
+    metrics.json beside `metrics_path`, the wall times in `timing_path`; the metrics back."""
+    torch.set_num_threads(threads)
+    samples, metrics, timing = evaluate_model(
+        model, test, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        score_batch_size=score_batch_size, limit=limit,
+    )  # fmt: skip
+    metrics = {"model": name, "checkpoint": model, **metrics}
+    write_outputs(Path(metrics_path).parent, samples, metrics)
+    # Wall times: kept out of the deterministic outputs.
+    Path(timing_path).write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
+    return {"metrics": metrics}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cmr_rd.evaluate.harness",

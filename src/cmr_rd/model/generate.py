@@ -8,6 +8,7 @@ Greedy decoding with a fixed batch order makes the result a function of the chec
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,23 @@ def check_checkpoint(
         "max_new_tokens": max_new_tokens,
         "examples": examples,
     }
+
+
+def check_job(
+    model: str,
+    data: str,
+    report_path: str,
+    threads: int,
+    limit: int | None,
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict:
+    """The `sft_check` rule's work (run in a warm child by cmr_rd.warm.call): the report JSON
+    at `report_path`, without its wall time; the report back."""
+    torch.set_num_threads(threads)
+    report = check_checkpoint(
+        Path(model), Path(data), limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    report.pop("seconds")  # wall time would make a deterministic rerun differ
+    Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return {"report": report}

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from cmr_rd import numerics
+from cmr_rd import numerics, warm
 
 if TYPE_CHECKING:
     import torch
@@ -435,8 +435,10 @@ def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
     """Run a training CLI (`-m module ...`) in a child process; return its exit code.
 
     One process per GPU through `accelerate launch` with the shipped DDP config when the job has
-    several GPUs, else the current interpreter. SIGTERM (SLURM preemption) is passed on to the
-    child, which checkpoints and exits 143, so the job's rerun resumes.
+    several GPUs, else the current interpreter: on a local run a fork of its warm interpreter
+    (cmr_rd.warm: torch and TRL already imported), else a new process. SIGTERM (SLURM
+    preemption) is passed on to the child, which checkpoints and exits 143, so the job's rerun
+    resumes.
     """
     if gpus > 1:
         cmd = ["accelerate", "launch", "--config_file", "config/accelerate/ddp.yaml",
@@ -445,6 +447,10 @@ def launch_training(args: list[str], gpus: int, log_path: str | Path) -> int:
         cmd = [sys.executable, *args]
     logging.getLogger("cmr_rd").info("launching %s", " ".join(cmd))
     with open(log_path, "a") as stream:
+        if gpus <= 1:  # a fork of the local run's warm interpreter, where there is one
+            code = warm.run(args, stream.fileno(), stream.fileno())
+            if code is not None:
+                return code
         child = subprocess.Popen(cmd, stdout=stream, stderr=subprocess.STDOUT)
         previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
         try:
@@ -479,11 +485,12 @@ def train_in_run_folder(
         log.error("training exited with code %d (143: preempted, rerun to resume)", code)
         sys.exit(code)
     shutil.copytree(run / "final", final)
-    log.info("training child: %s", numerics.describe(training_numerics(run)))
+    log.info("training child: %s", numerics.describe(worker_numerics(run)))
     return run
 
 
-def training_numerics(run: Path) -> dict:
-    """The kernels the training child used (its train_summary.json), for the job's manifest."""
+def worker_numerics(run: Path) -> dict:
+    """The kernels the training child used (its train_summary.json), for the job's manifest
+    (`worker_numerics`)."""
     summary = json.loads((Path(run) / "train_summary.json").read_text())
     return summary.get("numerics") or {}

@@ -1,0 +1,138 @@
+"""cmr_rd.warm: a fork of the warm interpreter behaves as a new process would (exit code, output,
+working directory, environment, module path, fresh cmr_rd code, SIGTERM, the same numbers), and
+without a zygote everything runs as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cmr_rd import warm
+from cmr_rd.stage import StageError
+from test_numerics import PROBE
+
+CHILD = """
+import json, os, sys, time
+fresh = "cmr_rd.numerics" not in sys.modules  # the zygote's copy was forgotten
+import cmr_rd.numerics
+if sys.argv[1:2] == ["sleep"]:
+    time.sleep(60)
+print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "marker": os.environ.get("MARKER"),
+                  "fresh": fresh, "pins": os.environ.get("ATEN_CPU_CAPABILITY")}))
+print("to stderr", file=sys.stderr)
+sys.exit(int(os.environ.get("EXIT", "0")))
+"""
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    """A zygote serving this test process; the module `warmchild` on a PYTHONPATH of its own."""
+    lib = tmp_path_factory.mktemp("lib")
+    (lib / "warmchild.py").write_text(CHILD)
+    (lib / "trainprobe.py").write_text(PROBE)
+    saved = {k: os.environ.get(k) for k in (warm.SOCKET_ENV, "PYTHONPATH")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")])
+    process = warm.start()
+    path = Path(os.environ[warm.SOCKET_ENV])
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "the zygote exited while preloading"
+        time.sleep(0.2)
+    yield lib
+    warm.stop(process)
+    assert process.wait(timeout=10) is not None and not path.exists()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run_child(tmp_path, *args, **env) -> tuple[int | None, dict, str]:
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            code = warm.run(["-m", "warmchild", *args], stdout.fileno(), stderr.fileno())
+    finally:
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    lines = out.read_text().splitlines()
+    return code, json.loads(lines[-1]) if lines else {}, err.read_text()
+
+
+def test_a_fork_is_the_callers_process(zygote, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, seen, err = run_child(tmp_path, "a", "b c", MARKER="m1", EXIT="3")
+    assert code == 3
+    assert seen == {"argv": ["a", "b c"], "cwd": str(tmp_path), "marker": "m1", "fresh": True,
+                    "pins": "avx2"}  # fmt: skip
+    assert "to stderr" in err
+    code, seen, _ = run_child(tmp_path, MARKER="m2")
+    assert code == 0 and seen["marker"] == "m2"
+
+
+def test_a_crash_in_the_child_is_its_exit_code_and_traceback(zygote, tmp_path):
+    err = tmp_path / "err.txt"
+    with open(err, "w") as stream:
+        code = warm.run(["-m", "no_such_module_here"], stream.fileno(), stream.fileno())
+    assert code == 1 and "No module named no_such_module_here" in err.read_text()
+
+
+def test_sigterm_reaches_the_child(zygote, tmp_path):
+    """A preempted job's SIGTERM must reach the training child, which checkpoints and exits."""
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import sys\nfrom cmr_rd import warm\n"
+        "sys.exit(warm.run(['-m', 'warmchild', 'sleep'], 1, 2))\n"
+    )
+    client = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ))
+    time.sleep(3)
+    assert client.poll() is None
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_a_fork_computes_what_a_new_process_computes(zygote, tmp_path):
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stream:
+        assert warm.run(["-m", "trainprobe"], stream.fileno(), 2) == 0
+    forked = json.loads(out.read_text().splitlines()[-1])
+    fresh = subprocess.run([sys.executable, "-m", "trainprobe"], capture_output=True, text=True,
+                           env=dict(os.environ), cwd=tmp_path, timeout=300)  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    new = json.loads(fresh.stdout.splitlines()[-1])
+    assert forked["weights"] == new["weights"] and forked["numpy"] == new["numpy"]
+    assert forked["record"]["torch"] == new["record"]["torch"]
+
+
+def test_call_returns_the_result_and_known_errors_as_one_line(zygote, tmp_path):
+    with open(tmp_path / "log", "w") as log:
+        result = warm.call("cmr_rd.schedule:summary", {"jobs": [], "cores": 2}, log.fileno())
+        assert result["wall_s"] == 0.0 and result["numerics"]["mode"] == "pinned"
+        with pytest.raises(StageError, match="expected one of pinned, native"):
+            warm.call(
+                "cmr_rd.numerics:pin_environment",
+                {"environ": {"CMR_RD_NUMERICS": "fast"}},
+                log.fileno(),
+            )
+
+
+def test_without_a_zygote_everything_runs_here(tmp_path, monkeypatch):
+    monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
+    assert warm.run(["-m", "warmchild"], 1, 2) is None
+    result = warm.call("cmr_rd.schedule:summary", {"jobs": [], "cores": 1}, 2)
+    assert result["cores"] == 1 and "numerics" in result
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    assert warm.start() is None
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.setenv(warm.OFF_ENV, "0")
+    assert warm.start() is None
