@@ -45,7 +45,6 @@ def main() -> None:
             for mode in ("pinned", "native"):  # alternated: drift on a shared machine evens out
                 for stage, data in STAGES.items():
                     out = Path(tmp) / f"{mode}{round_}"
-                    out.mkdir(exist_ok=True)
                     measured = run_stage(stage, args.workdir / data, model, args.steps,
                                          args.batch, out, cwd=args.workdir,
                                          env=child_env(mode), threads=1)  # fmt: skip

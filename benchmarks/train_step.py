@@ -38,6 +38,7 @@ def run_stage(
 ) -> dict:
     """One stage's steps in a child process run in `cwd`, where the dataset's image paths hold
     (`env`: the child's environment, default this one's)."""
+    out.mkdir(parents=True, exist_ok=True)
     config = out / f"{stage}.json"
     settings = {"max_steps": steps, "batch_size": batch, "save_steps": 10**6}
     config.write_text(json.dumps(settings | ({"threads": threads} if threads else {})))

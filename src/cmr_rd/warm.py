@@ -298,7 +298,12 @@ def start() -> subprocess.Popen | None:
     cluster node."""
     if not enabled() or os.environ.get("SLURM_JOB_ID"):
         return None
-    path = Path(tempfile.gettempdir()) / f"cmr-rd-warm-{os.getpid()}.sock"
+    folder = Path(tempfile.gettempdir())
+    for stale in folder.glob("cmr-rd-warm-*.sock"):  # a zygote killed with SIGKILL leaves one
+        owner = stale.stem.rsplit("-", 1)[-1]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            stale.unlink(missing_ok=True)
+    path = folder / f"cmr-rd-warm-{os.getpid()}.sock"
     if len(str(path)) > 100:  # a Unix socket's path is at most 107 bytes
         return None
     zygote = subprocess.Popen(
