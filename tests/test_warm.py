@@ -136,3 +136,9 @@ def test_without_a_zygote_everything_runs_here(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID")
     monkeypatch.setenv(warm.OFF_ENV, "0")
     assert warm.start() is None
+
+
+def test_a_caller_with_another_interpreter_starts_its_own(zygote, tmp_path, monkeypatch):
+    """A job under --sdm conda or in a container runs another Python than the zygote's."""
+    monkeypatch.setattr(sys, "prefix", "/opt/conda/envs/other")
+    assert warm.run(["-m", "warmchild"], 1, 2) is None

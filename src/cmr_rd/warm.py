@@ -14,7 +14,8 @@ process that has already imported them starts in milliseconds.
   is gone or it has been idle for `idle_s`.
 - `run` (the caller): sends the request and waits for the exit code, passing SIGTERM on to the
   child (so a preempted training child still checkpoints); returns None when there is no zygote,
-  so the caller starts an ordinary process instead.
+  or when the caller runs another interpreter than the zygote's (a job under `--sdm conda` or in
+  a container), so the caller starts an ordinary process instead.
 - The Snakefile starts a zygote in `onstart` for local runs only and names its socket in
   CMR_RD_WARM_SOCKET, which every job inherits. Cluster jobs (SLURM_JOB_ID set) never use one:
   their work must run inside the scheduler's allocation. CMR_RD_WARM=0 turns it off.
@@ -88,7 +89,9 @@ def run(argv: list[str], stdout: int, stderr: int) -> int | None:
         client.close()
         return None
     with client:
-        payload = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                   "interpreter": _interpreter()}  # fmt: skip
+        payload = json.dumps(request).encode()
         socket.send_fds(client, [_HEADER.pack(len(payload))], [stdout, stderr])
         client.sendall(payload)
         reader = client.makefile("r", encoding="utf-8")
@@ -106,6 +109,12 @@ def run(argv: list[str], stdout: int, stderr: int) -> int | None:
             if forwarding:
                 signal.signal(signal.SIGTERM, previous)
         return int(line) if line.strip() else 1
+
+
+def _interpreter() -> list[str]:
+    """Which Python and which environment: a venv's python links to the base interpreter, so
+    the prefix tells them apart."""
+    return [os.path.realpath(sys.executable), sys.prefix]
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -256,6 +265,13 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
                     header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
                     request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
                 except (OSError, ValueError, struct.error):
+                    conn.close()
+                    continue
+                if request.get("interpreter") != _interpreter():
+                    # A job in another environment (--sdm conda, a container) must run its own
+                    # interpreter: closing without a pid tells the caller to start one.
+                    for fd in fds:
+                        os.close(fd)
                     conn.close()
                     continue
                 pid = os.fork()
