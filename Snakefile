@@ -39,7 +39,7 @@ ZYGOTE = []
 
 
 onstart:
-    if workflow.local_exec:
+    if workflow.local_exec and not workflow.touch:
         ZYGOTE.append(warm.start())
 
 
