@@ -210,6 +210,16 @@ def run_phases(name):
     return files
 
 
+def every_phase(name: str) -> list[str]:
+    """One file per run, seed and phase of the whole GPPO matrix (the RL-health report)."""
+    return expand(
+        f"{GPPO}/{{run}}/seed{{seed}}/phase{{phase}}/{name}",
+        run=GPPO_CFG["runs"],
+        seed=GPPO_CFG["seeds"],
+        phase=range(1, GPPO_CFG["phases"] + 1),
+    )
+
+
 def _checkpoint_of(model: str) -> str:
     """The folder (or hub id, for a zero-shot model) an evaluation key names."""
     if model == "none":
@@ -341,7 +351,13 @@ REPORT_TABLES = (
     "paper_table1",
     "paper_table5",
 )
-REPORT_FIGURES = ("confusion", "gallery", "training_curves", "model_inputs")
+REPORT_FIGURES = (
+    "confusion",
+    "gallery",
+    "training_curves",
+    "model_inputs",
+    "rl_health",
+)
 # The showcase run's GPPO figures, copied so results/report is whole (the HTML report already
 # shows them under 4 GPPO).
 REPORT_COPIES = ("quota_shares", "posteriors", "probe_accuracy")
@@ -380,6 +396,12 @@ def report_outputs() -> dict:
         subcategory="Tables",
     )
     outputs["claims_md"] = f"{REPORT}/claims.md"
+    outputs["rl_health_csv"] = report(
+        f"{REPORT}/rl_health.csv",
+        caption="../report/rl_health_table.rst",
+        category="4 GPPO",
+        subcategory="RL health",
+    )
     outputs["targets_csv"] = report(
         f"{REPORT}/targets.csv",
         caption="../report/targets.rst",

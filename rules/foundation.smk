@@ -32,6 +32,7 @@ if TINY:
                 for k in ("image_size", "crop_fov_mm", "normalize_percentiles")
             },
             questions_per_image=FOUNDATION_CFG["questions_per_image"],
+            renamed_share=FOUNDATION_CFG["renamed_share"],
         script:
             "../workflow/scripts/foundation_data.py"
 

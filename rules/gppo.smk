@@ -35,6 +35,8 @@ rule gppo_train:
         probe=f"{PHASE}/probe.json",
         summary=f"{PHASE}/train_summary.json",
         rewards=f"{PHASE}/rewards.csv",
+        # RL health per step: rollout shares and TRL's logged metrics (report figure rl_health).
+        health=f"{PHASE}/health.csv",
         batches=f"{PHASE}/batches.jsonl",
         loss=f"{PHASE}/loss.csv",
         lineage=f"{PHASE}/train.manifest.json",

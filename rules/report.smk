@@ -21,6 +21,9 @@ rule report_tables:
             showcase("phase{t}/loss.csv"), t=range(1, GPPO_CFG["phases"] + 1)
         ),
         gppo_rewards=showcase("summary/rewards.csv"),
+        # RL health of every run, seed and phase (figure and table rl_health).
+        health=every_phase("health.csv"),
+        health_rewards=every_phase("rewards.csv"),
         gppo_figures=[showcase(f"summary/{name}.png") for name in REPORT_COPIES],
         quotas=[path for paths in claims_quotas().values() for path in paths],
         # The reasoning-quality table and its claim (rule judge).
@@ -42,6 +45,7 @@ rule report_tables:
         claims_quotas=claims_quotas(),
         showcase=REPORT_CFG["showcase"],
         seeds=GPPO_CFG["seeds"],
+        runs=GPPO_CFG["runs"],
         gallery_per_class=REPORT_CFG["gallery_per_class"],
     script:
         "../workflow/scripts/report_tables.py"

@@ -73,6 +73,7 @@ def test_claims_table_judges_every_claim_from_the_rows():
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
     assert len(frame) == len(claims.TABLE_CLAIMS) + 1
     assert verdicts["S1+S2 > S2 only on ACC (Table 5)"] == claims.HOLDS
+    assert verdicts["S1+S2 > S1 only on ACC (Table 5)"] == claims.HOLDS  # 0.75 against 0.60
     # none is the untrained backbone: a fixed reference (std 0), not a one-seed sample.
     assert verdicts["S1 only > none on ACC (Table 5)"] == claims.HOLDS
     assert verdicts["S2 only > S1 only on ACC (Table 5)"] == claims.NOT_SHOWN  # the other way
@@ -118,6 +119,7 @@ def test_claims_carry_a_paired_bootstrap_interval_and_p_value():
     assert row["p_value"] == pytest.approx(1 / 1000)
     assert frame.loc["S2 only > S1 only on ACC (Table 5)", "p_value"] == 1.0
     assert frame.loc["S1 only > none on AUC (Table 5)", "difference_ci_lo"] == pytest.approx(0.5)
+    assert frame.loc["S1+S2 > S1 only on ACC (Table 5)", "p_value"] == pytest.approx(1 / 1000)
     close = frame.loc["TS > full on CAM accuracy (Table 2)"]
     assert close["difference_ci_lo"] == pytest.approx(0.02) and close["p_value"] < 0.01
     assert (
@@ -166,3 +168,29 @@ def test_targets_are_judged_from_the_per_seed_metrics():
     assert frame.loc["MI mean IoU with the IoU reward > without", "verdict"] == claims.NOT_MET
     markdown = claims.targets_markdown(claims.targets_table(rows), "Targets")
     assert "| S2 only ACC > none | 0.300 | 0.100 | met |" in markdown
+
+
+def test_targets_read_significance_base_naming_and_rollout_health():
+    rows = _rows(ts_cam=[0.8, 0.82, 0.78])
+    rows["table5"][0] = ("none", [{**_metrics(0.2), "parse_rate": 0.9}])
+    checked = pd.DataFrame(
+        {"claim": list(claims.SIGNIFICANT), "p_value": [0.001, 0.2, 0.04, float("nan")]}
+    )
+    frame = claims.targets_table(rows, checked, rollout_format_valid=0.9).set_index("target")
+    verdict = frame["verdict"]
+    assert verdict["S2 only ACC >= 0.35"] == claims.NOT_MET  # 0.30
+    assert verdict["none names a class in >= 0.8 of test answers"] == claims.MET
+    assert verdict["none ACC <= 0.30 (about chance)"] == claims.MET
+    assert verdict["sft-* GPPO rollouts format-valid >= 0.85"] == claims.MET
+    assert verdict["S1+S2 > S1 only on ACC: paired bootstrap p < 0.05"] == claims.MET
+    assert verdict["TS > full on CAM accuracy: paired bootstrap p < 0.05"] == claims.NOT_MET
+    assert verdict["TS > full on LVNC accuracy: paired bootstrap p < 0.05"] == claims.MET
+    # No p-value (a side not run) and no rollout record are not met: nothing passes unmeasured.
+    assert verdict["IoU reward on > off on MI mean IoU: paired bootstrap p < 0.05"] == "not met"
+    bare = claims.targets_table(rows).set_index("target")["verdict"]
+    assert bare["sft-* GPPO rollouts format-valid >= 0.85"] == claims.NOT_MET
+    assert bare["S1+S2 > S1 only on ACC: paired bootstrap p < 0.05"] == claims.NOT_MET
+    rows["table5"][0] = ("none", [{**_metrics(0.5), "parse_rate": 0.5}])
+    base = claims.targets_table(rows).set_index("target")["verdict"]
+    assert base["none names a class in >= 0.8 of test answers"] == claims.NOT_MET
+    assert base["none ACC <= 0.30 (about chance)"] == claims.NOT_MET

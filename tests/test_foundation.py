@@ -73,6 +73,37 @@ def test_questions_answer_in_the_format_with_an_option_name_and_never_ask_the_di
     assert question_records(findings, root.as_posix(), 7, 3) == records
 
 
+def test_renamed_options_are_answered_by_copying_a_fresh_code(pool):
+    """With renamed_share, that share of the questions name their options with fresh codes (never
+    a class name): the answer is the code of the option that fits the image, the description is
+    the one the plain question had, and the other questions are unchanged."""
+    root, findings = pool
+    plain = question_records(findings, root.as_posix(), per_image=7, seed=3)
+    mixed = question_records(findings, root.as_posix(), per_image=7, seed=3, renamed_share=0.5)
+    assert len(mixed) == len(plain)
+    renamed = [(p, m) for p, m in zip(plain, mixed, strict=True) if m["renamed"]]
+    assert 0.35 < len(renamed) / len(mixed) < 0.65
+    codes = set()
+    for p, m in renamed:
+        user = m["messages"][0]["content"][1]["text"]
+        target = parse_completion(m["messages"][1]["content"][0]["text"])
+        old = parse_completion(p["messages"][1]["content"][0]["text"])
+        assert target.valid and target.think == old.think and target.box == old.box
+        code = target.answer_text
+        assert code.isupper() and 2 <= len(code) <= 4 and code not in CLASSES
+        assert code != old.answer_text and m["answer"] == code
+        # The code names the option whose description the plain question's answer had.
+        description = p["messages"][0]["content"][1]["text"].split(f"{old.answer_text} (")[1]
+        assert f"{code} ({description.split(')')[0]})" in user
+        assert old.answer_text + " (" not in user
+        codes.add(code)
+    assert len(codes) > len(renamed) / 4  # fresh codes, not a fixed vocabulary
+    unchanged = [(p, m) for p, m in zip(plain, mixed, strict=True) if not m["renamed"]]
+    assert all({**p, "renamed": False} == m for p, m in unchanged)
+    with pytest.raises(ValueError, match="renamed_share"):
+        question_records(findings, root.as_posix(), 7, 3, renamed_share=1.5)
+
+
 def test_the_pool_shares_no_patient_with_a_cohort_under_another_seed():
     """Same generator, different seed: other anatomy, other identifiers, other reports."""
     cohort = PoolConfig(patients=12, seed=7, lge_slices=6, matrix=96)

@@ -12,11 +12,13 @@ A tiny Gemma3 gets a short cold start on ring phantoms here, so the file needs n
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cmr_rd.gppo.posterior import Posterior
 from cmr_rd.gppo.quotas import plan_phase
@@ -86,3 +88,35 @@ def test_one_ts_phase_raises_the_answer_reward_of_the_class_it_over_samples(cold
     # ... and the phase moves the policy toward what it sampled.
     assert after["ts"] >= after["full"] + MARGIN, (before, after)
     assert after["ts"] > before, (before, after)
+
+
+def _rollout_format_share(cold_start: Path, tmp_path: Path, temperature: float, top_p: float,
+                          cap: int) -> float:  # fmt: skip
+    """The format-valid share of two GPPO steps' rollouts, as the phase's health.csv logs it."""
+    pool = make_rings(tmp_path / "pool", per_class=4, seed=41, with_answer=False)
+    prompts = [json.loads(line) for line in pool.read_text().splitlines()]
+    data = tmp_path / f"t{temperature}.jsonl"
+    _phase(prompts, "full", data)
+    cfg = GPPOConfig(max_steps=2, batch_prompts=B, num_generations=G, micro_batch=B * G,
+                     max_completion_length=cap, save_steps=1000, threads=1, seed=7,
+                     temperature=temperature, top_p=top_p)  # fmt: skip
+    out = tmp_path / f"out{temperature}"
+    train_phase(cold_start, cold_start, data, out, cfg, RewardConfig(use_iou=False), 1)
+    rows = list(csv.DictReader((out / "health.csv").open()))
+    assert len(rows) == 2
+    return sum(float(r["format_valid"]) for r in rows) / len(rows)
+
+
+def test_rollouts_at_the_configured_sampling_settings_are_mostly_format_valid(
+    cold_start, tmp_path, repo
+):
+    """CI guard for RL health: after a cold start, the demo's sampling settings keep the rollouts
+    in the answer format (broken rollouts bury the answer reward under the format reward). Far
+    hotter sampling breaks them on the same model, so the guard can fail."""
+    train = yaml.safe_load((repo / "config/config.yaml").read_text())["gppo"]["train"]
+    cap = min(int(train["max_completion_length"]), 64)  # ring chains are short
+    configured = _rollout_format_share(cold_start, tmp_path, float(train["temperature"]),
+                                       float(train.get("top_p", 1.0)), cap)  # fmt: skip
+    assert configured >= 0.85, configured
+    hot = _rollout_format_share(cold_start, tmp_path, 4.0, 1.0, cap)
+    assert hot < configured - 0.2, (configured, hot)

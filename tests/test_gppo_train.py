@@ -6,6 +6,7 @@ A tiny Gemma3 and ring phantoms drawn here keep the file independent of a demo r
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from cmr_rd.gppo.posterior import Posterior
 from cmr_rd.gppo.quotas import plan_phase
 from cmr_rd.gppo.rewards import RewardConfig
 from cmr_rd.gppo.train import (
+    HEALTH_FIELDS,
     BatchRecorder,
     GPPOConfig,
     batch_arithmetic,
@@ -142,6 +144,24 @@ def test_every_generation_batch_is_one_quota_batch(tiny, prompts, tmp_path):
         "loss_backward",
     }
     assert summary["rollouts_this_run"] == 2 * len(plan.batches) * B * G
+    # RL health: one row per optimizer step, the rollout shares beside TRL's logged metrics.
+    health = list(csv.DictReader((out / "health.csv").open()))
+    assert [int(r["step"]) for r in health] == [b["step"] for b in seen]
+    assert set(health[0]) == set(HEALTH_FIELDS)
+    for row in health:
+        assert row["phase"] == "2"
+        assert 0 <= float(row["format_valid"]) <= 1 and 0 <= float(row["answer_correct"]) <= 1
+        assert float(row["answer_correct"]) <= float(row["format_valid"])
+        assert 0 < float(row["completion_length"]) <= 8  # the cap of _cfg()
+        assert 0 <= float(row["clipped_fraction"]) <= 1
+        assert float(row["entropy"]) > 0 and float(row["kl"]) >= 0
+    per_class = summary["reward_summary"]
+    assert all(0 <= v["format_valid"] <= 1 for v in per_class.values())
+    # The shares agree with the per-class rows they summarise (prompt-weighted).
+    rows = list(csv.DictReader((out / "rewards.csv").open()))
+    step1 = [r for r in rows if r["step"] == "1"]
+    weighted = sum(float(r["format_valid"]) * int(r["prompts"]) for r in step1) / B
+    assert float(health[0]["format_valid"]) == pytest.approx(weighted, abs=1e-6)
     config = json.loads((out / "final" / "config.json").read_text())
     assert "_name_or_path" not in config  # the borrowed reference path is not saved as identity
 
@@ -173,10 +193,13 @@ def test_recorder_counts_zero_spread_groups(tmp_path):
         "answer": [2.0, 2.0, 0.0, 0.0, 0.0, 0.0],
         "iou": [0.0, 0.0, 0.0, 0.0, 0.1, 0.1],
     }
+    # (format-valid, answer-correct) per rollout, as the wrapper reads them from completions
+    recorder.outcome = [(1, 1), (1, 1), (1, 0), (0, 0), (1, 0), (1, 0)]
     recorder.finish_batch(1, ["a", "a", "b", "b", "c", "c"], ["HCM"] * 4 + ["MI"] * 2)
     rows = (tmp_path / "rewards.csv").read_text().splitlines()
-    assert rows[1] == "1,1,HCM,2,1.125000,1.000000,0.000000,2.125000,1,0.500000"
-    assert rows[2] == "1,1,MI,1,1.500000,0.000000,0.100000,1.600000,1,1.000000"
+    assert rows[0].endswith("zero_spread_fraction,format_valid,answer_correct")
+    assert rows[1] == "1,1,HCM,2,1.125000,1.000000,0.000000,2.125000,1,0.500000,0.750000,0.500000"
+    assert rows[2] == "1,1,MI,1,1.500000,0.000000,0.100000,1.600000,1,1.000000,1.000000,0.000000"
     recorder.trim(0)
     assert (tmp_path / "rewards.csv").read_text().splitlines()[1:] == []
 
@@ -243,6 +266,8 @@ def test_sigterm_saves_and_the_rerun_resumes_without_duplicate_steps(tiny, promp
     assert steps == list(range(1, 2 * len(plan.batches) + 1))
     csv_steps = {line.split(",")[1] for line in (out / "rewards.csv").read_text().splitlines()[1:]}
     assert csv_steps == {str(s) for s in steps}
+    health_steps = [int(r["step"]) for r in csv.DictReader((out / "health.csv").open())]
+    assert health_steps == steps  # the log history the checkpoint saved, and the rest
 
 
 def test_a_resumed_phase_ends_with_the_uninterrupted_phases_weights(tiny, prompts, tmp_path):

@@ -86,6 +86,7 @@ def test_a_clean_template_passes_every_check():
         ({"diagnosis": "HCM"}, "MI", MI_BOX, "diagnosis"),
         ({"localisation": "The scar involves the anterior wall."}, "MI", MI_BOX, "localisation"),
         ({}, "MI", None, "localisation"),  # quotes a box where the image has none
+        ({}, "MI", None, "lesion_box"),  # an infarct template needs its annotated box
         ({"observation": "Short.", "localisation": "Anterior wall [100, 80, 140, 120].",
           "differential": "Final diagnosis: MI."}, "MI", MI_BOX, "length"),
         ({"differential": "Subendocardial scar in one territory. This is possibly MI or HCM."},
@@ -144,3 +145,32 @@ def test_missing_reports_are_refused_with_a_reason_not_a_crash(tmp_path):
         key.pseudonym("A"): "no report",
         key.pseudonym("B"): "no label row for this patient",
     }
+
+
+def test_an_infarct_template_without_its_box_is_refused_even_when_approved():
+    """QC refuses an MI template without the annotated lesion box (a hard check: a reviewer's
+    approval cannot lift it), and accepts the same text for another class without a box."""
+    no_box = _template(localisation="The scar involves the anterior wall, no focal box given.")
+    checks = run_checks(no_box, "MI", None, CFG, phi.find_phi)
+    assert checks["lesion_box"] == "MI template without a lesion box from the annotation"
+    assert decide(checks, ("approve", "looks fine"))[0] == "rejected"
+    assert run_checks(no_box, "MI", MI_BOX, CFG, phi.find_phi)["lesion_box"] is None
+
+
+def test_the_pool_takes_an_infarct_slice_that_shows_the_lesion():
+    import pandas as pd
+
+    from cmr_rd.rewrite.stage import representative_slices
+
+    rows = []
+    for patient, label, boxed in (("p1", "MI", [False, False, True, True]),
+                                  ("p2", "MI", [False, False, False, False]),
+                                  ("p3", "HCM", [False, False, False, False])):  # fmt: skip
+        for rank, has in enumerate(boxed):
+            rows.append({"patient": patient, "label": label, "slice_rank": rank,
+                         "image": f"{patient}_{rank}", "box": [1.0, 2.0, 30.0, 40.0] if has
+                         else None})  # fmt: skip
+    chosen = representative_slices(pd.DataFrame(rows)).set_index("patient")["image"]
+    # p1: the middle of its boxed slices; p2 (no slice shows its lesion) has no template image;
+    # p3: the middle of all its slices.
+    assert chosen.to_dict() == {"p1": "p1_2", "p3": "p3_1"}

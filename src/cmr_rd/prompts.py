@@ -39,13 +39,14 @@ def general_query(question: str, options: list[str], ask: int = 0) -> str:
     return f"{SLICE_INTRO}{question}: {', '.join(options)}? {REASONING_ASKS[ask]}{ANSWER_FORMAT}"
 
 
-TEMPLATE_VERSION = "t1"
+TEMPLATE_VERSION = "t2"  # t2: an infarct template always quotes its lesion box
 REWRITE_SYSTEM = (
     "You are a cardiac radiologist preparing teaching material. Rewrite the de-identified LGE "
     "cardiac MRI report you are given into a reasoning template in the clinical order: "
     "(1) lesion observation: what enhancement and what pattern is seen; "
     "(2) localisation: which wall or segments, quoting the lesion box [x1, y1, x2, y2] in the "
-    "256x256 image when one is given, and saying there is no focal lesion when none is given; "
+    "256x256 image when one is given (an infarct's always is: quote it exactly), and saying "
+    "there is no focal lesion when none is given; "
     "(3) differential diagnosis: weigh the alternatives among " + ", ".join(CLASSES) + " and "
     "end with exactly one final diagnosis. Do not hedge the final diagnosis. Use only facts in "
     "the report; never add names, dates or identifiers. Reply with a JSON object with the keys "

@@ -22,12 +22,15 @@ def main(sm) -> None:
             workers=sm.threads,
         )
         questions = question_records(
-            findings, out.as_posix(), sm.params.questions_per_image, sm.params.pool["seed"]
-        )
+            findings, out.as_posix(), sm.params.questions_per_image, sm.params.pool["seed"],
+            renamed_share=sm.params.renamed_share,
+        )  # fmt: skip
         write_jsonl(findings, Path(sm.output.findings))
         write_jsonl(questions, Path(sm.output.dataset))
-        run.log.info("foundation pool: %d images, %d questions", len(findings), len(questions))
-        run.record(images=len(findings), questions=len(questions))
+        renamed = sum(q["renamed"] for q in questions)
+        run.log.info("foundation pool: %d images, %d questions (%d with renamed options)",
+                     len(findings), len(questions), renamed)  # fmt: skip
+        run.record(images=len(findings), questions=len(questions), renamed_options=renamed)
 
 
 # Guarded: worker pools that spawn re-import this module and must not rerun the stage.

@@ -34,7 +34,7 @@ def main(sm) -> None:
         trained = train_in_run_folder(cli, settings, run_id, sm.output.final,
                                       int(sm.resources.get("gpu", 0) or 0), sm.log[0],
                                       run.log)  # fmt: skip
-        for name in ("summary", "rewards", "batches", "loss", "probe"):
+        for name in ("summary", "rewards", "health", "batches", "loss", "probe"):
             shutil.copy(trained / Path(sm.output[name]).name, sm.output[name])
         run.record(run_folder=run_id, settings=settings, worker_numerics=worker_numerics(trained))
 

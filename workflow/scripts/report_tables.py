@@ -14,7 +14,7 @@ import pandas as pd
 from cmr_rd.evaluate.bootstrap import evaluation_draws
 from cmr_rd.jsonl import read_jsonl
 from cmr_rd.judge import summary as judge_summary
-from cmr_rd.report import claims, figures, tables
+from cmr_rd.report import claims, figures, health, tables
 from cmr_rd.stage import RuleRun
 
 TITLES = {
@@ -78,7 +78,11 @@ def main(sm) -> None:
             checked, "Claims of the paper, checked against our tables", boot,
             judged=len(judged) > 0,
         )  # fmt: skip
-        targets = claims.targets_table(rows)
+        rl_health = health.load_health(sm.input.health)
+        rollouts = health.overall_format_valid(
+            rl_health, [r for r in sm.params.runs if r.startswith("sft-")]
+        )
+        targets = claims.targets_table(rows, checked, rollouts)
         targets.to_csv(sm.output.targets_csv, index=False, float_format="%.6f")
         targets_md = claims.targets_markdown(targets, "The demo's targets")
         Path(sm.output.claims_md).write_text(claims_md + "\n" + targets_md, encoding="utf-8")
@@ -88,6 +92,11 @@ def main(sm) -> None:
             + judge_summary.SUMMARY_NOTE + "\n\n"
             + Path(sm.input.judge_summary).read_text(encoding="utf-8")
         )  # fmt: skip
+        rl_table = health.health_table(rl_health, health.class_shares(sm.input.health_rewards))
+        rl_table.to_csv(sm.output.rl_health_csv, index=False, float_format="%.6f")
+        health.plot_health(rl_health, sm.output.rl_health)
+        parts.append("### RL health (per GPPO run and phase, mean over seeds and steps)\n\n"
+                     + health.markdown(rl_table))  # fmt: skip
         paper = tables.paper_tables(tables.load_paper_reference(sm.input.paper))
         for table, frame in paper.items():
             stem = Path(sm.output[f"{table}_csv"]).with_suffix("")

@@ -4,6 +4,13 @@ These make the tiny backbone a small general assistant, as instruction tuning ma
 it learns to look at the slice (every answer depends on the image), to point at what it talks
 about (the location is the ventricle, or the enhanced region), and to answer a multiple-choice
 question with an option copied from the list. No question asks for the diagnosis.
+
+Copying is taught as a general skill: in a share of the questions (`renamed_share`) the options'
+names are replaced by fresh codes (`QX (the septal wall)`), drawn anew for every question and
+never one of the six class names, so the only way to answer is to find the option whose
+description fits the image and copy its name from the prompt. Without them the backbone learnt
+each question's own answer words, and asked the diagnostic question it answered "septum" or
+"no" (none of the listed names), which left GPPO from the base nothing to reward.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cmr_rd.classes import CLASSES
 from cmr_rd.format import render_target
 from cmr_rd.prompts import REASONING_ASKS, general_query
 
@@ -110,11 +118,43 @@ QUESTIONS: dict[str, Callable[[dict], Question | None]] = {
 }
 
 
+_LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+_RESERVED = frozenset(CLASSES)
+
+
+def option_codes(rng: np.random.Generator, n: int) -> list[str]:
+    """`n` distinct upper-case codes of 2-4 letters (as the class names are), none a class."""
+    codes: list[str] = []
+    while len(codes) < n:
+        code = "".join(rng.choice(_LETTERS, size=int(rng.integers(2, 5))))
+        if code not in _RESERVED and code not in codes:
+            codes.append(code)
+    return codes
+
+
+def _rename(options: list[str], answer: str, codes: list[str]) -> tuple[list[str], str]:
+    """Options `name (description)` renamed `code (description)`; the answer follows its option."""
+    renamed, new_answer = [], answer
+    for option, code in zip(options, codes, strict=True):
+        name, _, rest = option.partition(" (")
+        renamed.append(f"{code} ({rest}")
+        if name == answer:
+            new_answer = code
+    if new_answer == answer:
+        raise ValueError(f"answer {answer!r} is not among the options {options}")
+    return renamed, new_answer
+
+
 def question_records(
-    findings: list[dict], image_root: str, per_image: int, seed: int
+    findings: list[dict], image_root: str, per_image: int, seed: int, renamed_share: float = 0.0
 ) -> list[dict[str, Any]]:
-    """`per_image` seeded questions per pool image, options in a seeded order, as SFT records."""
+    """`per_image` seeded questions per pool image, options in a seeded order, as SFT records;
+    a `renamed_share` of them with fresh option codes in place of the names."""
+    if not 0 <= renamed_share <= 1:
+        raise ValueError(f"renamed_share must be in [0, 1], got {renamed_share}")
     rng = np.random.default_rng(seed)
+    # Codes come from a stream of their own, so the other questions are as they were.
+    code_rng = np.random.default_rng([seed, 1])
     records = []
     for f in findings:
         asked = [(kind, q) for kind, make in QUESTIONS.items() if (q := make(f)) is not None]
@@ -123,6 +163,9 @@ def question_records(
             kind, (text, options, answer, think, box) = asked[index]
             order = [options[int(i)] for i in rng.permutation(len(options))]
             ask = int(rng.integers(len(REASONING_ASKS)))
+            renamed = bool(code_rng.random() < renamed_share)
+            if renamed:
+                order, answer = _rename(order, answer, option_codes(code_rng, len(order)))
             records.append(
                 {
                     "id": f"{f['patient']}_{f['image'].rsplit('_', 1)[-1][:-4]}_{kind}",
@@ -146,6 +189,7 @@ def question_records(
                     ],  # fmt: skip
                     "question": kind,
                     "answer": answer,
+                    "renamed": renamed,
                 }
             )
     return records

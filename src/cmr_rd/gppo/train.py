@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 
-from cmr_rd.classes import CLASSES
-from cmr_rd.gppo.rewards import COMPONENTS, RewardConfig, reward_functions
+from cmr_rd.classes import CLASSES, canonical_label
+from cmr_rd.format import parse_completion
+from cmr_rd.gppo.rewards import COMPONENTS, RewardConfig, completion_text, reward_functions
 from cmr_rd.model.backbone import (
     BackboneError,
     check_image_size,
@@ -67,7 +68,26 @@ REWARD_FIELDS = (
     "total_mean",
     "zero_spread_groups",
     "zero_spread_fraction",
+    "format_valid",  # share of the class's rollouts that are in the answer format
+    "answer_correct",  # share that are in the format and name the labelled class
 )
+
+# RL health per optimizer step: TRL's own logged metrics, read from the Trainer's log history
+# (every checkpoint saves it, so a resumed phase's file is whole), beside the shares of rollouts
+# that are format-valid and answer-correct from the batch record.
+TRL_HEALTH_KEYS = {
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "zero_spread_fraction": "frac_reward_zero_std",
+    "completion_length": "completions/mean_length",
+    "clipped_fraction": "completions/clipped_ratio",
+    "entropy": "entropy",
+    "kl": "kl",
+    "clip_ratio": "clip_ratio/region_mean",
+    "clip_ratio_low": "clip_ratio/low_mean",
+    "clip_ratio_high": "clip_ratio/high_mean",
+}
+HEALTH_FIELDS = ("phase", "step", "format_valid", "answer_correct", *TRL_HEALTH_KEYS)
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,8 @@ class GPPOConfig:
     batch_prompts: int = 8  # B: prompts per generation batch = one quota batch
     num_generations: int = 4  # G
     micro_batch: int = 32  # completions per forward/backward on one device; divides B*G/world
+    # Ours: mu, optimizer steps per generation batch (GRPO's inner iterations, ratio-clipped).
+    num_iterations: int = 1
     lr: float = 3e-4
     lr_decay: float = 0.7
     lr_scheduler: str = "constant"
@@ -104,8 +126,10 @@ class GPPOConfig:
     def __post_init__(self) -> None:
         if self.num_generations < 2:
             raise TrainInputError("num_generations must be >= 2 (advantages need a group)")
-        if self.batch_prompts < 1 or self.micro_batch < 1 or self.threads < 1:
-            raise TrainInputError("batch_prompts, micro_batch and threads must be >= 1")
+        if min(self.batch_prompts, self.micro_batch, self.threads, self.num_iterations) < 1:
+            raise TrainInputError(
+                "batch_prompts, micro_batch, threads and num_iterations must be >= 1"
+            )
         if not 0 < self.lr_decay <= 1:
             raise TrainInputError("lr_decay must be in (0, 1]")
         if self.max_steps <= 0 and not self.epochs > 0:
@@ -206,6 +230,7 @@ class BatchRecorder:
         self.num_generations = num_generations
         self.is_main = is_main
         self.current: dict[str, list[float]] = {}
+        self.outcome: list[tuple[int, int]] = []  # (format-valid, answer-correct) per rollout
         self.wrapped = 0
         self.history: list[dict[str, Any]] = []  # {"step", "gppo_rewards", "gppo_batch"}
         self.pending: list[dict[str, Any]] = []  # recorded, not yet in the log history
@@ -217,6 +242,12 @@ class BatchRecorder:
         def recorded(*args, **kwargs):
             values = function(*args, **kwargs)
             self.current[name] = list(values)
+            if not self.outcome and "completions" in kwargs:
+                # Read from the completions, not the rewards: a zero weight hides nothing here.
+                self.outcome = [
+                    _outcome(c, lab)
+                    for c, lab in zip(kwargs["completions"], kwargs["label"], strict=True)
+                ]
             if len(self.current) == self.wrapped and "trainer_state" in kwargs:
                 from accelerate.utils import gather_object
 
@@ -262,7 +293,8 @@ class BatchRecorder:
         from accelerate.utils import gather_object
 
         components = {name: gather_object(self.current.get(name, [])) for name in COMPONENTS}
-        self.current = {}
+        outcomes = gather_object(self.outcome)
+        self.current, self.outcome = {}, []
         if not self.is_main:
             return
         g = self.num_generations
@@ -281,6 +313,9 @@ class BatchRecorder:
             row["total_mean"] = f"{sum(totals[i] for i in rows_c) / len(rows_c):.6f}"
             row["zero_spread_groups"] = sum(flat)
             row["zero_spread_fraction"] = f"{sum(flat) / len(flat):.6f}"
+            known = outcomes if len(outcomes) == n else [(0, 0)] * n
+            row["format_valid"] = f"{sum(known[i][0] for i in rows_c) / len(rows_c):.6f}"
+            row["answer_correct"] = f"{sum(known[i][1] for i in rows_c) / len(rows_c):.6f}"
             rows.append(row)
         batch = {"step": step, "prompt_ids": [grp[0] for grp in groups],
                  "labels": [grp[1] for grp in groups],
@@ -291,6 +326,38 @@ class BatchRecorder:
         self._write_rows(rows)
         with self.batches_jsonl.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(batch) + "\n")
+
+
+def _outcome(completion: Any, label: str) -> tuple[int, int]:
+    """(format-valid, answer-correct) of one rollout, by the reward's own parser."""
+    parsed = parse_completion(completion_text(completion))
+    return int(parsed.valid), int(parsed.valid and parsed.label == canonical_label(label))
+
+
+def write_health_csv(path: Path, phase: int, log_history: list[dict[str, Any]]) -> None:
+    """One row per optimizer step: rollout shares from the batch record, TRL's logged metrics."""
+    shares: dict[int, tuple[float, float]] = {}
+    for entry in log_history:
+        rows = entry.get("gppo_rewards")
+        if rows:
+            n = sum(int(r["prompts"]) for r in rows)
+            shares[entry["step"]] = tuple(
+                sum(float(r[key]) * int(r["prompts"]) for r in rows) / n
+                for key in ("format_valid", "answer_correct")
+            )
+    logged = {e["step"]: e for e in log_history if "step" in e and "reward" in e}
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HEALTH_FIELDS)
+        writer.writeheader()
+        for step in sorted(set(shares) | set(logged)):
+            row: dict[str, Any] = {"phase": phase, "step": step}
+            valid, correct = shares.get(step, (None, None))
+            row["format_valid"] = "" if valid is None else f"{valid:.6f}"
+            row["answer_correct"] = "" if correct is None else f"{correct:.6f}"
+            for column, key in TRL_HEALTH_KEYS.items():
+                value = logged.get(step, {}).get(key)
+                row[column] = "" if value is None else f"{float(value):.6f}"
+            writer.writerow(row)
 
 
 def _recorder_callback(recorder: BatchRecorder) -> Any:
@@ -393,6 +460,7 @@ def make_trainer(
         per_device_train_batch_size=sizes["per_device_train_batch_size"],
         gradient_accumulation_steps=sizes["gradient_accumulation_steps"],
         num_generations=cfg.num_generations,
+        num_iterations=cfg.num_iterations,
         learning_rate=cfg.phase_lr(phase),
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of the steps
@@ -453,7 +521,8 @@ def train_phase(
     rewards: RewardConfig,
     phase: int,
 ) -> dict:
-    """Train one phase; write final/, rewards.csv, batches.jsonl, loss.csv, train_summary.json.
+    """Train one phase; write final/, rewards.csv, health.csv, batches.jsonl, loss.csv and
+    train_summary.json.
 
     Resumes from the newest checkpoint in out_dir; SIGTERM saves and raises `Preempted`.
     """
@@ -487,6 +556,7 @@ def train_phase(
         step = run.train(trainer)
         run.save_final(trainer, processor)
         if trainer.is_world_process_zero():
+            write_health_csv(run.out_dir / "health.csv", phase, trainer.state.log_history)
             # Save the policy's own identity, not the reference path we borrowed for TRL.
             config_path = run.final / "config.json"
             config = json.loads(config_path.read_text())
@@ -519,7 +589,8 @@ def train_phase(
 
 
 def summarize_rewards(rewards_csv: Path) -> dict[str, dict[str, float]]:
-    """Per class over the whole phase: prompt-weighted reward means and zero-spread fraction."""
+    """Per class over the whole phase: prompt-weighted reward means, the format-valid and
+    answer-correct shares of the rollouts, and the zero-spread fraction."""
     if not Path(rewards_csv).exists():
         return {}
     with Path(rewards_csv).open(newline="", encoding="utf-8") as handle:
@@ -529,7 +600,8 @@ def summarize_rewards(rewards_csv: Path) -> dict[str, dict[str, float]]:
         mine = [r for r in rows if r["class"] == cls]
         prompts = sum(int(r["prompts"]) for r in mine)
         stats = {"prompts": prompts}
-        for key in [f"{name}_mean" for name in COMPONENTS] + ["total_mean"]:
+        means = [f"{name}_mean" for name in COMPONENTS] + ["total_mean"]
+        for key in means + ["format_valid", "answer_correct"]:
             stats[key] = round(sum(float(r[key]) * int(r["prompts"]) for r in mine) / prompts, 6)
         stats["zero_spread_fraction"] = round(
             sum(int(r["zero_spread_groups"]) for r in mine) / prompts, 6

@@ -40,7 +40,12 @@ TABLE_CLAIMS: tuple[tuple[str, str, str, str, str], ...] = (
     *(
         ("table5", left, right, metric, f"{left} > {right} on {metric} (Table 5)")
         for metric in ("ACC", "F1", "AUC")
-        for left, right in (("S1+S2", "S2 only"), ("S2 only", "S1 only"), ("S1 only", "none"))
+        for left, right in (
+            ("S1+S2", "S2 only"),
+            ("S2 only", "S1 only"),
+            ("S1 only", "none"),
+            ("S1+S2", "S1 only"),
+        )  # fmt: skip
     ),
     *(
         ("table2", "TS", other, cls, f"TS > {other} on {cls} accuracy (Table 2)")
@@ -218,10 +223,26 @@ def _mi_iou(m: dict) -> float | None:
     return m.get("mi_mean_iou")
 
 
-def targets_table(rows: dict) -> pd.DataFrame:
+# Claims whose paired patient-bootstrap p-value is itself a target (issue "Stage 2 learns").
+SIGNIFICANT = (
+    "S1+S2 > S1 only on ACC (Table 5)",
+    "TS > full on CAM accuracy (Table 2)",
+    "TS > full on LVNC accuracy (Table 2)",
+    "IoU reward on > off on MI mean IoU (Table 4)",
+)
+ALPHA = 0.05
+
+
+def targets_table(
+    rows: dict,
+    checked: pd.DataFrame | None = None,
+    rollout_format_valid: float | None = None,
+) -> pd.DataFrame:
     """The demo's targets from the per-seed metrics. `rows`: {table: [(row label, [metrics.json
-    dict per seed])]} as the report builds its tables. A target whose rows were not run is
-    `not met`: the report never passes what it could not measure."""
+    dict per seed])]} as the report builds its tables; `checked`: the claims table, whose paired
+    p-values some targets read; `rollout_format_valid`: the share of the sft-* GPPO runs'
+    rollouts in the answer format (RL health). A target whose rows were not run is `not met`:
+    the report never passes what it could not measure."""
     acc, cls, rare, iou = _acc, _class_acc, _cam_lvnc, _mi_iou
     records = []
 
@@ -245,6 +266,21 @@ def targets_table(rows: dict) -> pd.DataFrame:
         tm is not None and need is not None and tm > need)  # fmt: skip
     s2, none = (_mean(_per_seed(rows, "table5", r, acc)) for r in ("S2 only", "none"))
     add("S2 only ACC > none", s2, none, s2 is not None and none is not None and s2 > none)
+    add("S2 only ACC >= 0.35", s2, 0.35, s2 is not None and s2 >= 0.35 - 1e-9)
+    # The base (`none`) must name one of the six classes, at about chance: RL needs an answer
+    # to sharpen, and the base must not already know the diagnosis.
+    named = _mean(_per_seed(rows, "table5", "none", lambda m: m.get("parse_rate")))
+    add("none names a class in >= 0.8 of test answers", named, 0.8,
+        named is not None and named >= 0.8 - 1e-9)  # fmt: skip
+    add("none ACC <= 0.30 (about chance)", none, 0.30, none is not None and none <= 0.30)
+    add("sft-* GPPO rollouts format-valid >= 0.85", rollout_format_valid, 0.85,
+        rollout_format_valid is not None and rollout_format_valid >= 0.85 - 1e-9)  # fmt: skip
+    by_claim = {} if checked is None else checked.set_index("claim")["p_value"].to_dict()
+    for claim in SIGNIFICANT:
+        p = by_claim.get(claim)
+        p = None if p is None or pd.isna(p) else float(p)
+        add(f"{claim.rsplit(' (', 1)[0]}: paired bootstrap p < {ALPHA}", p, ALPHA,
+            p is not None and p < ALPHA)  # fmt: skip
     on, off = (_mean(_per_seed(rows, "table4", r, iou)) for r in ("on", "off"))
     add("MI mean IoU with the IoU reward >= 0.30", on, 0.30, on is not None and on >= 0.30)
     add("MI mean IoU with the IoU reward > without", on, off,

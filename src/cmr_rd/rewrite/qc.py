@@ -17,8 +17,9 @@ from cmr_rd.classes import canonical_label, mentioned_classes
 from cmr_rd.format import box_iou, parse_completion
 from cmr_rd.rewrite.templates import Template
 
-CHECKS = ("parts", "diagnosis", "localisation", "length", "phi", "hedging", "parse")
-HARD_CHECKS = {"parts", "diagnosis", "phi", "parse"}
+CHECKS = ("parts", "diagnosis", "lesion_box", "localisation", "length", "phi", "hedging",
+          "parse")  # fmt: skip
+HARD_CHECKS = {"parts", "diagnosis", "lesion_box", "phi", "parse"}
 _QUOTED_BOX = re.compile(
     r"\[\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*\]"
 )
@@ -62,6 +63,10 @@ def run_checks(
     if diagnosis != label:
         results["diagnosis"] = f"diagnosis {template.diagnosis!r} is not the label {label}"
     quoted = [tuple(map(float, m)) for m in _QUOTED_BOX.findall(template.localisation)]
+    if label == "MI" and not box:
+        # The IoU reward needs the lesion: an infarct template without its box would teach the
+        # no-lesion box for an infarct (the convention is for images without a lesion).
+        results["lesion_box"] = "MI template without a lesion box from the annotation"
     if box and not any(box_iou(q, box) >= cfg.min_box_iou for q in quoted):
         results["localisation"] = "localisation does not quote the lesion box"
     elif not box and quoted:

@@ -35,8 +35,16 @@ class PoolConfig:
     min_per_class: int = 8
 
 
+def _has_box(box) -> bool:
+    return box is not None and not (isinstance(box, float) and np.isnan(box)) and len(box) == 4
+
+
 def representative_slices(manifest: pd.DataFrame) -> pd.DataFrame:
-    """One image per patient: the middle of its selected slices (mid-ventricular)."""
+    """One image per patient: the middle of its selected slices (mid-ventricular). An MI
+    patient's image is the middle of the slices that show its lesion, since its template must
+    quote the annotated lesion box; an MI patient with no boxed slice has no template image."""
+    boxed = manifest["box"].map(_has_box) if "box" in manifest else False
+    manifest = manifest[(manifest["label"] != "MI") | boxed]
     ordered = manifest.sort_values(["patient", "slice_rank"], kind="stable")
     position = ordered.groupby("patient").cumcount()
     count = ordered.groupby("patient")["patient"].transform("size")
