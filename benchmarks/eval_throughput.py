@@ -4,10 +4,10 @@ On the same N test samples, in one process, the rounds alternate (a) `generate_b
 of 16 and of 64 with (b) one `generate_batch` call per sample, so drift on a shared machine hits
 every mode; the report gives median samples/s and generated tokens/s per mode and the batched /
 one-at-a-time ratio. It also times the per-class answer likelihoods (`answer_loglikelihoods`)
-against decoding and counts their forward passes, which must be ceil(N / score_batch_size): at
-most one extra forward pass per sample, never a generate call. Batched and one-at-a-time greedy
-decoding need not produce identical text (left padding changes float rounding); the share of
-identical completions is reported too.
+against decoding and counts their forward passes, which must be 2 ceil(N / score_batch_size):
+the shared prefixes of a chunk, then all its continuations on their cache, never a generate
+call. Batched and one-at-a-time greedy decoding need not produce identical text (left padding
+changes float rounding); the share of identical completions is reported too.
 
 Uses results/model/sft/seed1/final and results/datasets/test.jsonl when both exist (`make demo`),
 else a tiny random backbone and synthetic records in a temporary folder.
@@ -167,7 +167,7 @@ def main() -> None:
             "median_seconds": round(score, 3),
             "seconds_per_round": [round(s, 3) for s in scoring],
             "forward_passes": passes[-1],
-            "expected_forward_passes": math.ceil(n / args.score_batch_size),
+            "expected_forward_passes": 2 * math.ceil(n / args.score_batch_size),
             "rows_per_forward": args.score_batch_size * len(CLASSES),
             "ratio_to_batch16_decoding": round(score / decode16, 3),
         },
@@ -196,9 +196,9 @@ def main() -> None:
         "",
         f"Answer likelihoods for {len(CLASSES)} classes: {s['median_seconds']:.2f} s "
         f"({s['ratio_to_batch16_decoding']:.2f} x the batch-16 decoding time), "
-        f"{s['forward_passes']} forward passes of {s['rows_per_forward']} rows for {n} samples "
-        f"(expected ceil({n}/{args.score_batch_size}) = {s['expected_forward_passes']}; "
-        "no generate calls).",
+        f"{s['forward_passes']} forward passes for {n} samples (expected 2 ceil({n}/"
+        f"{args.score_batch_size}) = {s['expected_forward_passes']}: each chunk's shared prefixes, "
+        f"then its {s['rows_per_forward']} continuations; no generate calls).",
     ]
     (out / "eval_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -139,7 +139,7 @@ def test_batched_loglik_equals_one_at_a_time(loaded, test_set, monkeypatch):
     monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("scoring must not generate"))
     with count_forward_passes(model) as counter:
         batched = answer_loglikelihoods(model, processor, records, completions, batch_size=4)
-    assert counter.calls == 2  # ceil(6 / 4): one forward pass per chunk of samples
+    assert counter.calls == 4  # ceil(6 / 4) chunks: prefixes, then continuations
     assert batched.shape == (6, len(CLASSES)) and batched.dtype == np.float64
     assert np.all(batched < 0)
     alone = np.array(
@@ -308,7 +308,7 @@ def test_evaluate_model_is_deterministic_and_the_table_round_trips(tiny, test_se
     assert json.dumps(metrics, sort_keys=True) == json.dumps(second[1], sort_keys=True)
     assert list(samples["completion"]) == list(second[0]["completion"])
     assert metrics["n"] == len(SPECS) == timing["samples"]
-    assert timing["forward_passes_for_scoring"] == math.ceil(len(SPECS) / 4)
+    assert timing["forward_passes_for_scoring"] == 2 * math.ceil(len(SPECS) / 4)  # prefix + rest
     assert set(timing) == {
         "decode_seconds", "score_seconds", "samples", "decode_samples_per_s",
         "forward_passes_for_scoring",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from cmr_rd.classes import CLASSES, FULL_NAMES
 
-QUERY_VERSION = "q1"
+# q2: one option per line. After a newline the byte-level tokenizer writes a name with the same
+# tokens as in the answer slot (`HCM`, not `ĠHCM` as after ", "), so answering is copying.
+QUERY_VERSION = "q2"
 SLICE_INTRO = "This is a late gadolinium enhancement (LGE) cardiac MRI short-axis slice. "
 ANSWER_FORMAT = (
     "answer exactly as "
@@ -16,9 +18,9 @@ ANSWER_FORMAT = (
 )
 DIAGNOSTIC_QUERY = (
     SLICE_INTRO
-    + "Which disease does it show: "
-    + ", ".join(f"{c} ({FULL_NAMES[c]})" for c in CLASSES)
-    + "? Reason step by step from the enhancement pattern to its location to the differential "
+    + "Which disease does it show?\n"
+    + "\n".join(f"{c} ({FULL_NAMES[c]})" for c in CLASSES)
+    + "\nReason step by step from the enhancement pattern to its location to the differential "
     "diagnosis, and " + ANSWER_FORMAT
 )
 
@@ -36,7 +38,8 @@ def general_query(question: str, options: list[str], ask: int = 0) -> str:
     """A multiple-choice question about the slice (the foundation stage's), in the diagnostic
     query's shape (options as `name (description)`, the same answer format), so what is learnt
     on general questions carries over to the diagnostic one."""
-    return f"{SLICE_INTRO}{question}: {', '.join(options)}? {REASONING_ASKS[ask]}{ANSWER_FORMAT}"
+    listed = "\n".join(options)
+    return f"{SLICE_INTRO}{question}?\n{listed}\n{REASONING_ASKS[ask]}{ANSWER_FORMAT}"
 
 
 TEMPLATE_VERSION = "t2"  # t2: an infarct template always quotes its lesion box
