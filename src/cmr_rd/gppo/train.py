@@ -242,7 +242,7 @@ class BatchRecorder:
         def recorded(*args, **kwargs):
             values = function(*args, **kwargs)
             self.current[name] = list(values)
-            if not self.outcome and "completions" in kwargs:
+            if len(self.current) == 1 and "completions" in kwargs:  # the batch's first reward
                 # Read from the completions, not the rewards: a zero weight hides nothing here.
                 self.outcome = [
                     _outcome(c, lab)
@@ -345,7 +345,11 @@ def write_health_csv(path: Path, phase: int, log_history: list[dict[str, Any]]) 
                 sum(float(r[key]) * int(r["prompts"]) for r in rows) / n
                 for key in ("format_valid", "answer_correct")
             )
-    logged = {e["step"]: e for e in log_history if "step" in e and "reward" in e}
+    logged = {
+        e["step"]: e
+        for e in log_history
+        if "step" in e and any(key in e for key in TRL_HEALTH_KEYS.values())
+    }
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=HEALTH_FIELDS)
         writer.writeheader()
