@@ -1,8 +1,9 @@
 """Rule report_tables: Tables 1, 2, 4, 5 (mean +- std over seeds, 95% bootstrap intervals over
 patients) and their patient-level companions, the paper's claims checked against them (with
 paired bootstrap p-values), the paper's published tables beside them, and the report's figures.
-Every number is read from the evaluations' metrics and samples and the GPPO runs' quota
-records, and the judge's ratings of the reasoning."""
+Every number is read from the evaluations' metrics and samples, the GPPO runs' quota records
+and RL-health logs (`health.csv`, `rewards.csv`: the rl_health table and figure, and the
+rollout target), and the judge's ratings of the reasoning."""
 
 import json
 import shutil
