@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from cmr_rd.classes import CLASSES
 from cmr_rd.config import config_errors
 from cmr_rd.gppo.runs import RunName
+from cmr_rd.rewrite.phi import SafeList, SafeListError
 from cmr_rd.stage import looks_like_path
 
 SCHEMA = workflow.source_path("../config/schema.yaml")
@@ -18,6 +19,13 @@ _problems = config_errors(config, SCHEMA)
 if _problems:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
 validate(config, SCHEMA)
+
+# A site's PHI safe list is checked before any job runs: a missing file or an entry that would
+# hide an identifier stops the workflow with the file and the entry named.
+try:
+    SafeList.load(config["phi"]["safe_list"])
+except SafeListError as _error:
+    raise WorkflowError(f"phi.safe_list: {_error}")
 
 DATA = config["data"]
 SYNTHETIC = DATA["source"] == "synthetic"
@@ -134,6 +142,13 @@ def review_decisions(wildcards):
     """The clinician's overrides, when the file exists: editing it reruns QC only."""
     path = config["rewrite"]["review_decisions"]
     return [path] if Path(path).is_file() else []
+
+
+def phi_safe_list(wildcards=None):
+    """A site's additions to the PHI gate's safe list (phi.safe_list), when set: an input of
+    every rule that sends text out or checks it, so editing the file reruns them."""
+    path = config["phi"]["safe_list"]
+    return [path] if path else []
 
 
 def clinician_ratings(wildcards):

@@ -41,6 +41,7 @@ rule evaluate:
 rule evaluate_api:
     input:
         test=rules.prompt_datasets.output.test,
+        phi_safe_list=phi_safe_list,
     output:
         samples=f"{EVAL}/api/{{name}}/samples.parquet",
         metrics=f"{EVAL}/api/{{name}}/metrics.json",

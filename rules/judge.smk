@@ -8,6 +8,7 @@ rule judge:
         test=rules.prompt_datasets.output.test,
         reports=rules.rewrite_reports.output.scrubbed,
         ratings=clinician_ratings,
+        phi_safe_list=phi_safe_list,
     output:
         ratings=f"{JUDGE}/ratings.parquet",
         key=f"{JUDGE}/key.csv",

@@ -5,6 +5,7 @@ rule rewrite_reports:
     input:
         manifest=rules.ingest.output.manifest,
         labels=ingest_inputs()["labels_csv"],
+        phi_safe_list=phi_safe_list,
     output:
         templates=f"{REWRITE}/templates.jsonl",
         scrubbed=f"{REWRITE}/scrubbed_reports.jsonl",
@@ -35,6 +36,7 @@ checkpoint rewrite_qc:
     input:
         templates=rules.rewrite_reports.output.templates,
         decisions=review_decisions,
+        phi_safe_list=phi_safe_list,
     output:
         accepted=f"{REWRITE}/qc/accepted.jsonl",
         sheet=f"{REWRITE}/qc/review_sheet.csv",

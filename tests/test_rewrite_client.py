@@ -21,7 +21,14 @@ import pytest
 
 from cmr_rd.rewrite.client import LEDGER_FIELDS, LLMConfig, Request, cache_key, run_requests
 from cmr_rd.rewrite.phi import scrub
-from openai_loopback import GARBAGE_TEXT, LoopbackOpenAI, echo_responder, prompt_of, small_cohort
+from openai_loopback import (
+    GARBAGE_TEXT,
+    LoopbackOpenAI,
+    echo_responder,
+    images_of,
+    prompt_of,
+    small_cohort,
+)
 
 KEY_ENV = "CMR_RD_TEST_LLM_KEY"
 KEY = f"sk-cmr-rd-test-{uuid.uuid4().hex}"
@@ -192,14 +199,19 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
     server.fault_for = fault_for
     server.slow_s = 2.0
     reqs = [Request(m, SYSTEM, f"Normal study. {words[m]}") for m in plan]
-    reqs.insert(3, Request("PHI", SYSTEM, "Patient: Hescyra Umbrwick  DOB: 2003-06-21. CLEAN"))
+    # The detector's finds in a prompt are redacted and the request goes; what the exact known
+    # list still sees (a known surname in lower case, which no generic rule reads as a name) is
+    # refused and never sent.
+    reqs.insert(3, Request("REDACT", SYSTEM, "Patient: Hescyra Umbrwick  DOB: 2003-06-21. CLEAN"))
+    known = ("UMBRWICK^HESCYRA",)
+    reqs.insert(4, Request("PHI", SYSTEM, "Seen with her brother umbrwick. CLEAN", known=known))
     cfg = config(server, timeout_s=0.5, max_retries=2, malformed_retries=2, max_concurrency=4)
     ledger = tmp_path / "ledger.csv"
     results = run_requests(reqs, cfg, tmp_path / "cache", ledger, validate)
 
     got = {r.item_id: r for r in results}
     assert [r.item_id for r in results] == [r.item_id for r in reqs]  # none lost, input order
-    for name in ("T429", "T500", "T503", "TSLOW", "TGARBAGE", "TBROKEN", "CLEAN"):
+    for name in ("T429", "T500", "T503", "TSLOW", "TGARBAGE", "TBROKEN", "CLEAN", "REDACT"):
         assert got[name].status == "ok" and validate(got[name].reply) is None, name
     assert got["T429"].attempts == got["T503"].attempts == got["TSLOW"].attempts == 1
     assert got["TGARBAGE"].attempts == 2 and got["TBROKEN"].attempts == 3
@@ -211,8 +223,8 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
     assert got["ALWAYSGARBAGE"].reason == "malformed reply: reply is not JSON"
     assert got["ALWAYSGARBAGE"].attempts == 3  # 1 + malformed_retries
     assert got["PHI"].status == "refused"
-    assert got["PHI"].reason.startswith("PHI detected after scrubbing: ")
-    assert "Umbrwick" not in got["PHI"].reason
+    assert got["PHI"].reason == "PHI detected after scrubbing: known list: known identifier 'xxx+'"
+    assert "umbrwick" not in got["PHI"].reason.lower()
 
     def seen(marker: str) -> int:
         return sum(prompt_of(r["body"])[1].endswith(words[marker]) for r in server.requests)
@@ -220,7 +232,8 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
     assert len(server.requests) > len(reqs)  # the client retried
     assert seen("T429") == 2 and seen("T503") == 3 and seen("TSLOW") == 2
     assert seen("ALWAYS503") == 3 and seen("ALWAYSSLOW") == 3 and seen("ALWAYSGARBAGE") == 3
-    assert not any("Umbrwick" in b for b in server.bodies())
+    assert not any(w in b.lower() for b in server.bodies() for w in ("umbrwick", "hescyra", "2003"))
+    assert sum("Patient: [NAME]" in b and "[DATE]" in b for b in server.bodies()) == 1
 
     rows = ledger_rows(ledger)
     assert sum(r["item_id"] == "ALWAYSGARBAGE" and r["status"] == "malformed" for r in rows) == 3
@@ -228,14 +241,14 @@ def test_faults_end_ok_failed_or_refused(server: LoopbackOpenAI, tmp_path: Path)
     assert [r["status"] for r in rows if r["item_id"] == "ALWAYS503"] == ["http_503"]
     assert [r["status"] for r in rows if r["item_id"] == "ALWAYSSLOW"] == ["timeout"]
     totals = json.loads(ledger.with_suffix(".json").read_text())
-    assert (totals["ok"], totals["failed"], totals["refused"]) == (7, 3, 1)
+    assert (totals["ok"], totals["failed"], totals["refused"]) == (8, 3, 1)
     assert totals["calls"] == len(rows)
     # failures are not cached: a rerun asks again for exactly the failed items
     server.reset()
     server.fault_for = None
     rerun = run_requests(reqs, cfg, tmp_path / "cache", ledger, validate)
     assert len(server.requests) == 3
-    assert sum(r.status == "ok" for r in rerun) == 10
+    assert sum(r.status == "ok" for r in rerun) == 11
 
 
 def test_fault_queue_and_empty_replies(server: LoopbackOpenAI, tmp_path: Path) -> None:
@@ -260,10 +273,11 @@ def test_fault_queue_and_empty_replies(server: LoopbackOpenAI, tmp_path: Path) -
 # ----------------------------------------------------------------------------- PHI gate
 
 
-def test_prompt_with_phi_is_refused_and_never_sent(
-    server: LoopbackOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_phi_in_a_prompt_is_redacted_or_refused_and_never_sent(
+    server: LoopbackOpenAI, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv(KEY_ENV)  # refused requests need no key
+    """The detector's finds are redacted to typed placeholders before the request goes; a known
+    identifier the detector cannot see (a surname in lower case) refuses the request."""
     reqs = [
         Request("raw", SYSTEM, "Name: Hescyra Umbrwick\nHospital number: H-9592820\nNormal."),
         Request(
@@ -271,12 +285,15 @@ def test_prompt_with_phi_is_refused_and_never_sent(
         ),
     ]
     results = run_requests(reqs, config(server), tmp_path / "c", tmp_path / "l.csv", validate)
-    assert [r.status for r in results] == ["refused", "refused"]
-    assert results[1].reason == "PHI detected after scrubbing: known list: known identifier"
-    assert all(r.attempts == 0 and r.reply is None for r in results)
-    assert server.requests == []
-    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.json"))
-    assert json.loads((tmp_path / "l.json").read_text())["refused"] == 2
+    assert [r.status for r in results] == ["ok", "refused"]
+    assert results[1].reason == "PHI detected after scrubbing: known list: known identifier 'xxx+'"
+    assert results[1].attempts == 0 and results[1].reply is None
+    assert len(server.requests) == 1
+    [sent] = [prompt_of(r["body"])[1] for r in server.requests]
+    assert sent.startswith("Name: [NAME]") and "[ID]" in sent and sent.endswith("\nNormal.")
+    for secret in ("hescyra", "umbrwick", "9592820", "zorquillbrack"):
+        assert not any(secret in b.lower() for b in server.bodies())
+    assert json.loads((tmp_path / "l.json").read_text())["refused"] == 1
 
 
 # ----------------------------------------------------------------------------- secrets
@@ -501,7 +518,12 @@ def test_phi_gate_reads_the_text_of_image_requests(server: LoopbackOpenAI, tmp_p
     url = image_data_url(_png(tmp_path / "a.png", 90))
     reqs = [Request("P", SYSTEM, "Name: Hescyra Umbrwick\nNormal study.", images=(url,))]
     [res] = run_requests(reqs, config(server, api="chat"), tmp_path, tmp_path / "l.csv", validate)
-    assert res.status == "refused" and server.requests == []
+    assert res.status == "ok" and images_of(server.requests[0]["body"]) == [url]
+    assert not any("umbrwick" in b.lower() or "hescyra" in b.lower() for b in server.bodies())
+    known = ("UMBRWICK^HESCYRA",)
+    reqs = [Request("Q", SYSTEM, "Her brother umbrwick.", known=known, images=(url,))]
+    [res] = run_requests(reqs, config(server, api="chat"), tmp_path, tmp_path / "l.csv", validate)
+    assert res.status == "refused" and len(server.requests) == 1
 
 
 def _logprob_responder(body: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cmr_rd.evaluate.api import evaluate_api
 from cmr_rd.evaluate.harness import write_outputs
+from cmr_rd.rewrite.phi import SafeList
 from cmr_rd.stage import RuleRun
 
 
@@ -13,7 +14,7 @@ def main(sm) -> None:
         entry = sm.params.api_model
         samples, metrics, timing = evaluate_api(
             entry, sm.input.test, cache_dir=sm.params.cache_dir, ledger_path=sm.output.ledger,
-            limit=sm.params.limit,
+            limit=sm.params.limit, safe=SafeList.load(next(iter(sm.input.phi_safe_list), None)),
         )  # fmt: skip
         metrics = {"model": f"api/{sm.wildcards.name}", "checkpoint": entry["model"], **metrics}
         write_outputs(Path(sm.output.metrics).parent, samples, metrics)  # samples + metrics

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from cmr_rd.judge.stage import JudgeConfig, Outputs, llm_config, run_judge
+from cmr_rd.rewrite.phi import SafeList
 from cmr_rd.stage import RuleRun
 
 
@@ -28,6 +29,7 @@ def main(sm) -> None:
             llm_cfg=llm_config(settings["openai"]) if cfg.backend == "openai" else None,
             cache_dir=Path(settings["cache_dir"]),
             showcase=sm.params.showcase,
+            safe=SafeList.load(next(iter(sm.input.phi_safe_list), None)),
             out=Outputs(
                 ratings=Path(out.ratings),
                 key=Path(out.key),

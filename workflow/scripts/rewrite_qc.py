@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from cmr_rd.rewrite.phi import SafeList
 from cmr_rd.rewrite.qc import QCConfig
 from cmr_rd.rewrite.stage import run_qc
 from cmr_rd.stage import RuleRun
@@ -19,6 +20,7 @@ def main(sm) -> None:
             decisions_path=Path(decisions) if decisions else None,
             cfg=cfg,
             out_dir=Path(sm.output.accepted).parent,
+            safe=SafeList.load(next(iter(sm.input.phi_safe_list), None)),
         )
         run.log.info("QC: %s", summary)
         run.record(summary=summary)

@@ -5,6 +5,7 @@ from pathlib import Path
 from cmr_rd.ingest.deid import load_key
 from cmr_rd.prompts import TEMPLATE_VERSION
 from cmr_rd.rewrite.client import LLMConfig
+from cmr_rd.rewrite.phi import SafeList
 from cmr_rd.rewrite.stage import PoolConfig, run_rewrite
 from cmr_rd.stage import RuleRun
 
@@ -25,6 +26,7 @@ def main(sm) -> None:
             out_dir=Path(sm.output.templates).parent,
             cache_dir=Path(settings["cache_dir"]),
             seed=sm.params.seed,
+            safe=SafeList.load(next(iter(sm.input.phi_safe_list), None)),
         )
         run.log.info("rewrite: %s", summary)
         run.record(template_version=TEMPLATE_VERSION, summary=summary)

@@ -217,6 +217,7 @@ def evaluate_api(
     ledger_path: str | Path,
     limit: int | None = None,
     classes: Sequence[str] = CLASSES,
+    safe=None,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """(samples, metrics, timing) of one API model on a test JSONL.
 
@@ -227,7 +228,7 @@ def evaluate_api(
     records = load_test_records(test_jsonl, limit)
     requests = [build_request(r, i) for i, r in enumerate(records, start=1)]
     started = time.perf_counter()
-    results = run_requests(requests, cfg, Path(cache_dir), Path(ledger_path), _accept)
+    results = run_requests(requests, cfg, Path(cache_dir), Path(ledger_path), _accept, safe)
     seconds = time.perf_counter() - started
 
     completions = [r.reply if r.status == "ok" and r.reply else "" for r in results]

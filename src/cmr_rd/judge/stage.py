@@ -102,7 +102,14 @@ def rubric_ratings(key: pd.DataFrame, completions, reports, cfg: JudgeConfig) ->
 
 
 def llm_ratings(
-    key: pd.DataFrame, completions, reports, cfg: JudgeConfig, llm_cfg, cache_dir, ledger: Path
+    key: pd.DataFrame,
+    completions,
+    reports,
+    cfg: JudgeConfig,
+    llm_cfg,
+    cache_dir,
+    ledger: Path,
+    safe=None,
 ) -> list[dict]:
     """One request per item (empty chains are rated 1 without a call), in the judge's order."""
     from cmr_rd.rewrite.client import image_data_url
@@ -124,7 +131,7 @@ def llm_ratings(
         )
         images = (image_data_url(item["image"]),) if cfg.send_image else ()
         requests.append(Request(ident, llm.SYSTEM, prompt, known=(item["patient"],), images=images))
-    answered = run_requests(requests, llm_cfg, Path(cache_dir), ledger, llm.validate)
+    answered = run_requests(requests, llm_cfg, Path(cache_dir), ledger, llm.validate, safe)
     for result in answered:
         item = key.loc[result.item_id]
         parsed = llm.parse_rating(result.reply)[0] if result.status == "ok" else None
@@ -173,6 +180,7 @@ def run_judge(
     cache_dir: Path,
     showcase: str,
     out: Outputs,
+    safe=None,
 ) -> dict:
     test = pd.DataFrame(read_jsonl(test_path))
     test["image"] = [images[0] for images in test["images"]]
@@ -196,7 +204,9 @@ def run_judge(
     rows = rubric_ratings(key, items.completions, reports, cfg)
     judges = {RUBRIC: len(rows)}
     if cfg.backend == "openai":
-        answered = llm_ratings(key, items.completions, reports, cfg, llm_cfg, cache_dir, out.ledger)
+        answered = llm_ratings(
+            key, items.completions, reports, cfg, llm_cfg, cache_dir, out.ledger, safe
+        )
         judges[llm_cfg.model] = sum(r["status"] == "ok" for r in answered)
         rows += answered
     else:

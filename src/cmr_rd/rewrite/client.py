@@ -1,8 +1,9 @@
 """The real LLM client layer: PHI gate, content-addressed cache, bounded concurrency, ledger.
 
-Every request passes the PHI gate (`phi.find_phi`) before anything is sent; a request that
-fails it is refused and never leaves the machine. Replies that pass the caller's `validate` are
-cached under a hash of everything that determines them, so a rerun costs nothing. Transport
+Every request passes the PHI gate (`phi.gate_request`) before anything is sent: what the
+detector flags in the prompt is redacted, and a request in which the detector or the known list
+still sees anything is refused and never leaves the machine. Replies that pass the caller's
+`validate` are cached under a hash of everything that determines them, so a rerun costs nothing. Transport
 faults (429, 5xx, timeouts, dropped connections) are retried by the openai client itself, with
 its backoff; we only re-ask for replies that arrive but are unusable. Every API call is
 appended to a CSV ledger with its token usage and cost, and the run's totals go to a JSON file
@@ -33,7 +34,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -492,21 +493,25 @@ def run_requests(
     cache_dir: Path,
     ledger_path: Path,
     validate: Callable[[str], str | None],
+    safe: phi.SafeList | None = None,
 ) -> list[Result]:
     """Gate, cache, ask (bounded concurrency), validate, record; results in input order.
 
     API problems never raise: they become "failed" results with a reason. A missing API key
     raises MissingAPIKeyError, but only when some request actually has to go to the network."""
     cache_dir, ledger_path = Path(cache_dir), Path(ledger_path)
+    safe = safe or phi.SafeList()
     results: list[Result | None] = [None] * len(requests)
     pending: list[tuple[int, Request, str]] = []
     for i, req in enumerate(requests):
-        leaks = phi.find_phi(req.system + "\n" + req.prompt, req.known)
-        if leaks:
-            reason = "PHI detected after scrubbing: " + ", ".join(sorted(set(leaks)))
-            results[i] = Result(req.item_id, "refused", None, reason, False, 0)
-            log.warning("item %s refused: %s", req.item_id, reason)
+        gated = phi.gate_request(req.system, req.prompt, req.known, safe)
+        if gated.text is None:
+            results[i] = Result(req.item_id, "refused", None, gated.reason, False, 0)
+            log.warning("item %s refused: %s", req.item_id, gated.reason)
             continue
+        if gated.redacted:
+            log.info("item %s: redacted %s", req.item_id, ", ".join(map(str, gated.redacted)))
+            req = replace(req, prompt=gated.text)
         key = cache_key(cfg, req.system, req.prompt, req.images)
         entry = _read_cache(cache_dir, key, validate)
         if entry is not None:

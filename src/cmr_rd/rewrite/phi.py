@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from cmr_rd.rewrite import phi_detector
 
@@ -30,6 +32,7 @@ PLACEHOLDERS = (
     "[PHYSICIAN]",
     "[ID]",
     "[CONTACT]",
+    "[REDACTED]",
 )
 _PH_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 _MASK = "\x00"  # stands in for a placeholder during detection: not a letter, digit or space
@@ -580,12 +583,226 @@ def known_identifiers(text: str, known: Iterable[str] = ()) -> bool:
 DETECTOR, KNOWN_LIST = "detector", "known list"
 
 
-def find_phi(text: str, known: Iterable[str] = ()) -> list[str]:
-    """The gate's check on text that is about to leave: '<layer>: <category>' for every layer
-    that still sees PHI ([] when clean). The layers are the independent detector
-    (`phi_detector`, philter) and the exact known-identifier list; the scrubber that ran
-    before is the first layer. Never returns the matched text (it goes to logs)."""
-    found = [f"{DETECTOR}: {category}" for category in phi_detector.categories(text)]
-    if known_identifiers(text, known):
-        found.append(f"{KNOWN_LIST}: known identifier")
-    return found
+def span_shape(span: str) -> str:
+    """The shape of a flagged span, for logs and refusal reasons: letters become X/x, digits d,
+    runs of four or more shortened ('Xxx+'), so a site sees what kind of text was taken ('d-d',
+    'XXX', 'Xxx+ Xxx+') and can add a safe-list entry, without the text itself."""
+    classes = []
+    for ch in span[:32]:
+        if ch.isupper():
+            classes.append("X")
+        elif ch.islower():
+            classes.append("x")
+        elif ch.isdigit():
+            classes.append("d")
+        elif ch in " \t\n":
+            classes.append(" ")
+        else:
+            classes.append(ch if ch in "-/.,:;'()&#+%^@" else "?")
+    shape = re.sub(r"([Xxd])\1{3,}", r"\1\1\1+", "".join(classes))
+    return shape + ("…" if len(span) > 32 else "")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one layer of the gate saw: its layer, category and the span's shape, never its text."""
+
+    layer: str
+    category: str
+    shape: str
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.category} '{self.shape}'"
+
+
+class SafeListError(ValueError):
+    """A site's safe-list file is missing, malformed, or would hide an identifier."""
+
+
+# A site entry must not match any of these: an entry that hides a name, a date, an ID, a phone
+# or an address would open the gate rather than keep clinical words.
+_SAFE_LIST_CANARIES = (
+    "John Smith",
+    "Smith, John",
+    "Dr. Anna Berg",
+    "12/03/2021",
+    "2021-03-12",
+    "12 March 2021",
+    "March 12, 2021",
+    "20210312",
+    "MRN 12345678",
+    "H-9592820",
+    "(555) 123-4567",
+    "020 7946 0958",
+    "221B Baker Street",
+    "jane.doe@example.org",
+)
+_SAFE_LIST_KEYS = {"terms", "patterns"}
+
+
+@dataclass(frozen=True)
+class SafeList:
+    """A site's own additions to the detector's cardiac-MR safe list (`phi.safe_list` in the
+    config): literal `terms` (matched as whole words, case-sensitive) and regular `patterns`.
+    A refusal or redaction names the category and shape of the span, so a site knows what to add.
+    """
+
+    patterns: tuple[re.Pattern[str], ...] = ()
+    source: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> SafeList:
+        """Read and validate a safe-list YAML file (None: no site additions)."""
+        if path is None:
+            return cls()
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise SafeListError(f"{path}: cannot read the PHI safe list ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise SafeListError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict) or set(data) - _SAFE_LIST_KEYS:
+            extra = sorted(set(data) - _SAFE_LIST_KEYS) if isinstance(data, dict) else data
+            raise SafeListError(
+                f"{path}: expected a mapping with keys terms and/or patterns, got {extra!r}"
+            )
+        compiled: list[re.Pattern[str]] = []
+        for key in ("terms", "patterns"):
+            entries = data.get(key) or []
+            if not isinstance(entries, list):
+                raise SafeListError(f"{path}: {key} must be a list of strings")
+            for i, entry in enumerate(entries):
+                where = f"{path}: {key}[{i}]"
+                if not isinstance(entry, str) or not entry.strip():
+                    raise SafeListError(f"{where}: expected a non-empty string, got {entry!r}")
+                source = rf"(?<!\w){re.escape(entry.strip())}(?!\w)" if key == "terms" else entry
+                try:
+                    rx = re.compile(source)
+                except re.error as exc:
+                    raise SafeListError(f"{where}: not a regular expression ({exc})") from exc
+                if rx.fullmatch("") is not None or rx.search(" ") is not None:
+                    raise SafeListError(f"{where}: matches empty or blank text")
+                hidden = [c for c in _SAFE_LIST_CANARIES if rx.search(c)]
+                if hidden:
+                    raise SafeListError(
+                        f"{where}: would hide identifiers such as {span_shape(hidden[0])!r} "
+                        "(a name, date, ID, phone or address); make it narrower"
+                    )
+                compiled.append(rx)
+        return cls(tuple(compiled), str(path))
+
+
+_NO_SITE_LIST = SafeList()
+
+
+def check(text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST) -> list[Finding]:
+    """The gate's check on text that is about to leave: what the independent detector
+    (`phi_detector`, philter) and the exact known-identifier list still see ([] when clean).
+    The scrubber that ran before is the first layer. Findings carry shapes, never text."""
+    found = {
+        Finding(DETECTOR, category, span_shape(text[a:b]))
+        for a, b, category in phi_detector.spans(text, safe.patterns)
+    }
+    known = [str(k) for k in known if k is not None]
+    masked = _PH_RE.sub(_MASK, text)
+    rx = _known_regex(_known_terms(known))
+    if rx is not None:
+        found |= {
+            Finding(KNOWN_LIST, "known identifier", span_shape(m.group()))
+            for m in rx.finditer(masked)
+        }
+    if not any(f.layer == KNOWN_LIST for f in found) and known_identifiers(text, known):
+        found.add(Finding(KNOWN_LIST, "known identifier", "re-typed number"))
+    return sorted(found, key=lambda f: (f.layer, f.category, f.shape))
+
+
+def find_phi(text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST) -> list[str]:
+    """`check` by layer and category: '<layer>: <category>' for each ([] when clean)."""
+    return sorted({f"{f.layer}: {f.category}" for f in check(text, known, safe)})
+
+
+# The placeholder a detector category's span becomes when the gate redacts it.
+_DETECTOR_PLACEHOLDER = {
+    "dates": "[DATE]",
+    "addresses": "[ADDRESS]",
+    "contact": "[CONTACT]",
+    "mrn_id": "[ID]",
+    "organizations": "[INSTITUTION]",
+    "salutations": "[NAME]",
+    "name": "[NAME]",
+    "dicom name": "[NAME]",
+}
+# A redaction takes the whole token the detector's span sits in ('13/07/2022' when it flagged
+# '07/2022'), so no part of an identifier is left beside the placeholder.
+_TOKEN_CHAR = re.compile(r"[\w/\-.'^#@+&:]")
+
+
+def _token_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start > 0 and _TOKEN_CHAR.match(text[start - 1]):
+        start -= 1
+    while end < len(text) and _TOKEN_CHAR.match(text[end]):
+        end += 1
+    while end > start and text[end - 1] in ".:'":
+        end -= 1  # sentence punctuation stays
+    return start, end
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict on one text: the text that may leave (None when refused), what the
+    detector redacted, and what still stood after redaction (the refusal's reasons)."""
+
+    text: str | None
+    redacted: tuple[Finding, ...] = ()
+    refused: tuple[Finding, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """One line for logs and records: layer, category and shape of what refused the text."""
+        return "PHI detected after scrubbing: " + ", ".join(str(f) for f in self.refused)
+
+
+def redact(text: str, safe: SafeList = _NO_SITE_LIST) -> tuple[str, tuple[Finding, ...]]:
+    """The detector's spans in `text` replaced by typed placeholders, whole tokens at a time."""
+    hits = []
+    for a, b, category in phi_detector.spans(text, safe.patterns):
+        a, b = _token_span(text, a, b)
+        if a < b and not _PH_RE.fullmatch(text[a:b]):
+            hits.append((a, b, category))
+    merged: list[list] = []
+    for a, b, category in sorted(hits):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b, category])
+    findings = tuple(Finding(DETECTOR, c, span_shape(text[a:b])) for a, b, c in merged)
+    for a, b, category in reversed(merged):
+        text = text[:a] + _DETECTOR_PLACEHOLDER.get(category, "[REDACTED]") + text[b:]
+    return _MERGE_RE.sub(r"\1", text), findings
+
+
+def gate(text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST) -> GateResult:
+    """The PHI gate for text that leaves the site: scrub (layer 1), redact what the independent
+    detector still flags (layer 2), then refuse if the detector or the exact known-identifier
+    list (layer 3) still sees anything. Clean text passes unchanged; a clinical word the
+    detector takes for PHI costs that word, not the report."""
+    known = [k for k in known if k is not None]
+    scrubbed, redacted = redact(scrub(text, known=known), safe)
+    left = check(scrubbed, known, safe)
+    if left:
+        return GateResult(None, redacted, tuple(left))
+    return GateResult(scrubbed, redacted)
+
+
+def gate_request(
+    system: str, prompt: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST
+) -> GateResult:
+    """The gate on a request about to be sent (rewriting, judge, API evaluation): the prompt,
+    built from text that was scrubbed already, has what the detector flags redacted; the system
+    prompt, our own instructions, is only checked. Refused if anything is left."""
+    prompt, redacted = redact(prompt, safe)
+    left = check(system + "\n" + prompt, known, safe)
+    return GateResult(None if left else prompt, redacted, tuple(left))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import tomllib
+from collections.abc import Sequence
 from functools import cache
 
 _NAME_LISTS = frozenset({"firstnames", "lastnames", "regex_context"})
@@ -105,11 +106,14 @@ def _philter():
 _PAIR_GAP = re.compile(r"^(?:[ \t]+|[ \t]*,[ \t]*|[ \t]+[A-Z]\.?[ \t]+)$")
 
 
-def spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, category) of every suspected identifier, name-list words paired."""
+def spans(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[tuple[int, int, str]]:
+    """(start, end, category) of every suspected identifier, name-list words paired.
+
+    `site_safe`: a site's own additions to the safe list (`phi.SafeList`); a hit inside one of
+    their matches is dropped, as for the built-in list."""
     detect, filters, categories, safe = _philter()
     _, _, tracker = detect(text, patterns=filters, phi_type_list=categories)
-    safe_spans = [m.span() for rx in safe for m in rx.finditer(text)]
+    safe_spans = [m.span() for rx in (*safe, *site_safe) for m in rx.finditer(text)]
     hits = sorted(
         (p.start, p.stop, p.phi_type)
         for p in tracker.phi
@@ -124,6 +128,6 @@ def spans(text: str) -> list[tuple[int, int, str]]:
     return sorted(out)
 
 
-def categories(text: str) -> list[str]:
+def categories(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[str]:
     """The categories of PHI philter finds in `text` ([] when clean); never the text itself."""
-    return sorted({category for _, _, category in spans(text)})
+    return sorted({category for _, _, category in spans(text, site_safe)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,17 +78,22 @@ def select_pool(manifest: pd.DataFrame, cfg: PoolConfig, seed: int) -> pd.DataFr
 
 @dataclass
 class RewriteInputs:
-    scrubbed: dict[str, str] = field(default_factory=dict)  # pseudonym -> scrubbed report
+    scrubbed: dict[str, str] = field(default_factory=dict)  # pseudonym -> gated report
     withheld: dict[str, str] = field(default_factory=dict)  # pseudonym -> reason
     patient_ids: dict[str, str] = field(default_factory=dict)  # pseudonym -> raw id (memory only)
+    redacted: dict[str, list[str]] = field(default_factory=dict)  # pseudonym -> what, by shape
 
 
-def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> RewriteInputs:
-    """Scrub every report of an ingested patient; the detector and known list withhold what
-    they still flag."""
+def scrub_reports(
+    labels_csv: Path, pseudonyms: set[str], key: DeidKey, safe: phi.SafeList | None = None
+) -> RewriteInputs:
+    """Every report of an ingested patient through the PHI gate (`phi.gate`): scrubbed, what the
+    detector still flags redacted, withheld only if the detector or the known list still sees
+    something after that."""
     table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     if "report" not in table.columns:  # reports are optional in the input contract
         table["report"] = ""
+    safe = safe or phi.SafeList()
     out = RewriteInputs()
     for row in table.itertuples(index=False):
         pid = row.patient_id.strip()
@@ -98,12 +104,12 @@ def scrub_reports(labels_csv: Path, pseudonyms: set[str], key: DeidKey) -> Rewri
         if not row.report.strip():
             out.withheld[pseudo] = "no report"
             continue
-        text = phi.scrub(row.report, known=[pid])
-        leaks = phi.find_phi(text, known=[pid])
-        if leaks:
-            out.withheld[pseudo] = "PHI detected after scrubbing: " + ", ".join(sorted(set(leaks)))
+        gated = phi.gate(row.report, known=[pid], safe=safe)
+        out.redacted[pseudo] = [str(f) for f in gated.redacted]
+        if gated.text is None:
+            out.withheld[pseudo] = gated.reason
         else:
-            out.scrubbed[pseudo] = text
+            out.scrubbed[pseudo] = gated.text
     for pseudo in sorted(pseudonyms - set(out.patient_ids)):
         out.withheld[pseudo] = "no label row for this patient"
     return out
@@ -120,10 +126,11 @@ def run_rewrite(
     out_dir: Path,
     cache_dir: Path,
     seed: int,
+    safe: phi.SafeList | None = None,
 ) -> dict:
-    """Scrub reports, choose the pool, rewrite each pool report; write templates and ledger."""
+    """Gate reports, choose the pool, rewrite each pool report; write templates and ledger."""
     manifest = pd.read_parquet(manifest_path)
-    inputs = scrub_reports(labels_csv, set(manifest["patient"]), key)
+    inputs = scrub_reports(labels_csv, set(manifest["patient"]), key, safe)
     write_jsonl(
         [{"patient": p, "report": t} for p, t in sorted(inputs.scrubbed.items())],
         out_dir / "scrubbed_reports.jsonl",
@@ -133,6 +140,7 @@ def run_rewrite(
     for item in pool.itertuples(index=False):
         box = list(item.box) if item.box is not None else None
         row = {"item_id": item.patient, "label": item.label, "image": item.image, "box": box}
+        row["redacted"] = inputs.redacted.get(item.patient, [])
         if item.patient in inputs.withheld:
             row.update(status="refused", reason=inputs.withheld[item.patient], template=None)
         else:
@@ -157,6 +165,7 @@ def run_rewrite(
             cache_dir,
             out_dir / "ledger.csv",
             validate_reply,
+            safe,
         )
         results = {a.item_id: (a.status, a.reason, a.reply, a.cached) for a in answered}
         ledger = json.loads((out_dir / "ledger.json").read_text())
@@ -178,6 +187,10 @@ def run_rewrite(
         "status": {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "refused")},
         "reports_scrubbed": len(inputs.scrubbed),
         "reports_withheld": len(inputs.withheld),
+        "reports_redacted": sum(bool(r) for r in inputs.redacted.values()),
+        "redactions": dict(
+            sorted(Counter(f.split(" '")[0] for r in inputs.redacted.values() for f in r).items())
+        ),
     }
     if backend == "offline":
         (out_dir / "ledger.json").write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
@@ -185,9 +198,19 @@ def run_rewrite(
 
 
 def run_qc(
-    *, templates_path: Path, decisions_path: Path | None, cfg: QCConfig, out_dir: Path
+    *,
+    templates_path: Path,
+    decisions_path: Path | None,
+    cfg: QCConfig,
+    out_dir: Path,
+    safe: phi.SafeList | None = None,
 ) -> dict:
     """Checks, overrides, accepted set, review sheet and summary."""
+    safe = safe or phi.SafeList()
+
+    def find_phi(text: str) -> list[str]:  # what the gate would refuse, with shapes, no text
+        return [str(f) for f in phi.check(text, safe=safe)]
+
     rows = read_jsonl(templates_path)
     decisions = read_decisions(decisions_path, {r["item_id"] for r in rows})
     sheet, accepted = [], []
@@ -200,7 +223,7 @@ def run_qc(
             think = diagnosis = ""
         else:
             template = Template(**row["template"])
-            checks = run_checks(template, row["label"], row["box"], cfg, phi.find_phi)
+            checks = run_checks(template, row["label"], row["box"], cfg, find_phi)
             outcome, reason = decide(checks, review)
             think, diagnosis = template.think(), template.diagnosis
             if outcome == "accepted":
