@@ -1,4 +1,4 @@
-# The pipeline's software as a container image, for `snakemake --sdm apptainer` (README:
+# The pipeline's software as a container image, for `snakemake --sdm apptainer` (docs/usage.md,
 # "Software on a cluster"). It holds the pinned dependencies and nothing of the pipeline's code: the
 # code runs from the checkout, which the Snakefile puts on PYTHONPATH, so the image changes only
 # when the lock does, and a job never runs a stale copy of the library baked into an image.

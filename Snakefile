@@ -12,7 +12,7 @@ min_version("9.0")
 # starts (`python -m cmr_rd...`; sbatch passes the environment on, and the job's own Snakemake
 # reads this file again). Snakemake drops PYTHONPATH in conda jobs, so CMR_RD_SRC carries it
 # there (envs/pipeline.post-deploy.sh). A conda environment or a container image therefore holds
-# only the pinned dependencies (README: "Software on a cluster").
+# only the pinned dependencies (docs/usage.md, "Software on a cluster").
 SRC = os.path.join(workflow.basedir, "src")
 if os.path.isdir(os.path.join(SRC, "cmr_rd")):
     if SRC not in sys.path:
@@ -23,7 +23,7 @@ if os.path.isdir(os.path.join(SRC, "cmr_rd")):
         CMR_RD_SRC=SRC,
     )
 
-# Every job's CPU numerics pinned in one place (cmr_rd.numerics, README "Reproducible numerics"):
+# Every job's CPU numerics pinned in one place (cmr_rd.numerics, docs/numerics.md):
 # set in this process's environment, which local, conda and SLURM jobs inherit, and again by
 # `import cmr_rd` in every job and CLI. CMR_RD_NUMERICS=native turns the pins off.
 from cmr_rd.numerics import pin_environment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 
@@ -78,3 +79,26 @@ def test_config_readme_table_is_generated_from_the_schema(repo):
     from cmr_rd.devtools import config_key_table
 
     assert config_key_table(repo / "config/schema.yaml") in (repo / "config/README.md").read_text()
+
+
+def test_devtools_check_writes_nothing_and_says_when_the_table_is_stale(
+    repo, tmp_path, monkeypatch, capsys
+):
+    from cmr_rd import devtools
+
+    (tmp_path / "config").mkdir()
+    for name in ("README.md", "schema.yaml"):
+        shutil.copy2(repo / "config" / name, tmp_path / "config" / name)
+    monkeypatch.setattr(devtools, "REPO", tmp_path)
+    readme, schema = tmp_path / "config/README.md", tmp_path / "config/schema.yaml"
+    assert devtools.main(["--check"]) == 0
+
+    schema.write_text(schema.read_text().replace("Where the inputs are.", "Where inputs live."))
+    before = readme.read_text()
+    assert devtools.main(["--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert readme.read_text() == before  # --check writes nothing
+
+    assert devtools.main([]) == 0  # the default regenerates the table
+    assert "Where inputs live." in readme.read_text()
+    assert devtools.main(["--check"]) == 0

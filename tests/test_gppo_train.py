@@ -1,4 +1,4 @@
-"""One GPPO phase through TRL's GRPOTrainer: the settings METHOD.md fixes, the quota batches as
+"""One GPPO phase through TRL's GRPOTrainer: the settings docs/method.md fixes, the quota batches as
 the trainer sees them, the KL reference, bad input, and preemption with resume.
 
 A tiny Gemma3 and ring phantoms drawn here keep the file independent of a demo run.

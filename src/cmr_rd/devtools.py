@@ -1,8 +1,16 @@
 """Developer tooling shared by the workflow tests and the benchmarks: a scratch copy of the
-workflow (code and config, no data or results) in which Snakemake runs as it would in a clone."""
+workflow (code and config, no data or results) in which Snakemake runs as it would in a clone,
+and the key table of config/README.md, generated from config/schema.yaml.
+
+    python -m cmr_rd.devtools [--check]
+
+rewrites the generated table between the markers in config/README.md (run it after editing the
+schema); `--check` writes nothing and exits 1 if the table is out of date.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -68,14 +76,48 @@ def config_key_table(schema_path: Path = REPO / "config/schema.yaml") -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_config_readme(readme: Path = REPO / "config/README.md") -> None:
-    """Rewrite the generated table between the markers in config/README.md."""
+def config_readme_text(
+    readme: Path = REPO / "config/README.md", schema_path: Path = REPO / "config/schema.yaml"
+) -> str:
+    """config/README.md's text with the generated table between its markers regenerated."""
     text = readme.read_text()
     start, end = "<!-- keys:start -->\n", "<!-- keys:end -->"
     head, rest = text.split(start)
     _, tail = rest.split(end)
-    readme.write_text(head + start + config_key_table() + end + tail)
+    return head + start + config_key_table(schema_path) + end + tail
+
+
+def update_config_readme(readme: Path = REPO / "config/README.md") -> None:
+    """Rewrite the generated table between the markers in config/README.md."""
+    readme.write_text(config_readme_text(readme))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cmr_rd.devtools",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if config/README.md's key table is out of date",
+    )
+    args = parser.parse_args(argv)
+    readme, schema = REPO / "config/README.md", REPO / "config/schema.yaml"
+    text = config_readme_text(readme, schema)
+    if args.check:
+        if readme.read_text() != text:
+            print(
+                "config/README.md's key table is out of date with config/schema.yaml: "
+                "run `python -m cmr_rd.devtools`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    readme.write_text(text)
+    return 0
 
 
 if __name__ == "__main__":
-    update_config_readme()
+    sys.exit(main())

@@ -61,8 +61,8 @@ def conda_env(lock: list[str]) -> str:
     """envs/pipeline.yaml: Python from conda-forge, everything else the lock's pins, via pip."""
     head = f"""\
 # GENERATED from requirements.lock by `make lock` (python -m cmr_rd.envfile): do not edit.
-# The rules' environment under --software-deployment-method conda (README: "Software on a
-# cluster"). Snakemake creates it from a copy of this file in its conda prefix, where a pip entry
+# The rules' environment under --software-deployment-method conda (docs/usage.md, "Software on
+# a cluster"). Snakemake creates it from a copy of this file in its conda prefix, where a pip entry
 # naming a repository file (-r ../requirements.txt, -e ..) would not resolve: every pin is listed
 # here. The torch pin, from PyPI, is the CUDA build on Linux x86_64 (pip adds its nvidia-* wheels,
 # which the lock, frozen on a CPU machine, does not list). rapidocr-onnxruntime

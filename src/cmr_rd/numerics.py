@@ -1,10 +1,10 @@
 """CPU numerics pinned, so the same commit gives the same bytes on every x86-64 machine with AVX2.
 
 torch, oneDNN, MKL, NumPy and OpenBLAS each pick their kernels by the CPU they find, and kernels
-of different vector widths round differently. Measured on an AMD EPYC with AVX-512 (README,
-"Reproducible numerics"): eight AdamW steps of the tiny Gemma3 gave different weights under each
-of ATen's AVX512/AVX2/DEFAULT kernels, with oneDNN capped at AVX2, and with MKL in its
-COMPATIBLE mode; NumPy's exp, log and power differ between its AVX-512 and AVX2 loops; OpenBLAS's
+of different vector widths round differently. Measured on an AMD EPYC with AVX-512
+(docs/numerics.md): eight AdamW steps of the tiny Gemma3 gave different weights under each of
+ATen's AVX512/AVX2/DEFAULT kernels, with oneDNN capped at AVX2, and with MKL in its COMPATIBLE
+mode; NumPy's exp, log and power differ between its AVX-512 and AVX2 loops; OpenBLAS's
 dot differs between its SkylakeX and Haswell kernels. So every pin below changes bytes somewhere.
 
 The pins are environment variables, which each library reads once, on first use. `import cmr_rd`

@@ -3,13 +3,13 @@ cohort's.
 
 A real backbone's tokenizer was trained long before a site's cohort existed. The tiny one used to
 be trained on the cohort's rewritten reports, which made the backbone, and so the whole foundation
-stage, wait for synthesis, ingestion, rewriting and QC (README, Performance: the foundation stage
-ran alone on the critical path with the second core idle). It now reads what the pool's
-patients would have written about them, by the same generator under the pool's seed: the body
-of each report (findings and impression, never the header with its invented identifiers), the
-reasoning chain the offline rewriter makes of it, the findings captions alignment uses, and the
-fixed prompts. So the tokenizer knows the domain's words as MedGemma's does, and the foundation
-stage starts with the first job.
+stage, wait for synthesis, ingestion, rewriting and QC (the foundation stage ran alone on the
+critical path with the second core idle: docs/performance.md, "What makes it this fast"). It now
+reads what the pool's patients would have written about them, by the same generator under the
+pool's seed: the body of each report (findings and impression, never the header with its
+invented identifiers), the reasoning chain the offline rewriter makes of it, the findings captions
+alignment uses, and the fixed prompts. So the tokenizer knows the domain's words as MedGemma's
+does, and the foundation stage starts with the first job.
 """
 
 from __future__ import annotations

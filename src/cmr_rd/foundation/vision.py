@@ -7,7 +7,8 @@ wall thickness, thickest wall, enhancement and its wall, trabeculation) and the 
 ventricle and of the enhanced region. A caption of discrete findings carries exactly this
 information; predicting it directly skips the text tower and the false negatives a contrastive
 batch has when captions repeat, and on two CPU cores it reaches in a minute what the language
-model alone did not reach in six (measured: README, "Foundation stage").
+model alone did not reach in six (measured: docs/pipeline.md, "Foundation: the tiny backbone
+arrives pretrained, as MedGemma does").
 
 The heads read exactly what the language model will read, the projector's output tokens, and the
 projector trains with the tower: the findings end up linearly readable in the language model's
