@@ -16,7 +16,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cmr_rd.rewrite.phi import PLACEHOLDERS, find_phi, scrub
+from cmr_rd.rewrite.phi import (
+    PLACEHOLDERS,
+    GateResult,
+    SafeList,
+    SafeListError,
+    find_phi,
+    gate,
+    scrub,
+    span_shape,
+)
 from openai_loopback import small_cohort
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,22 +235,136 @@ def test_find_phi_reports_categories_not_text() -> None:
 # ----------------------------------------------------------------------------- measured recall
 
 
-def test_recall_benchmark_targets_hold_on_a_fresh_draw() -> None:
-    """benchmarks/phi_recall.py's targets on a draw the README does not report (seed 7): the
-    gate lets nothing through, the detector alone sees >= 90% of the raw PHI, the scrubber
-    keeps >= 99% of the clinical content, and no refused text was already clean."""
+def _benchmark(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("phi_recall", REPO / "benchmarks/phi_recall.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    spec = importlib.util.spec_from_file_location(name, REPO / f"benchmarks/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recall_benchmark_targets_hold_on_a_fresh_draw() -> None:
+    """benchmarks/phi_recall.py's targets on a draw docs/phi.md does not report (seed 7): the
+    gate lets nothing through, not even part of a planted string, the detector alone sees
+    >= 90% of the raw PHI, and the scrubber keeps >= 99% of the clinical content."""
     import random
 
+    bench = _benchmark("phi_recall")
     rng = random.Random(7)
     result = bench.measure([bench.make_report(rng) for _ in range(40)])
     forms = result["per_form"].values()
     planted = sum(t["planted"] for t in forms)
     assert sum(t["planted"] - t["gate"] for t in forms) == 0
+    assert result["partly_through_texts"] == 0
     assert sum(t["detector"] for t in forms) >= 0.9 * planted
     assert result["clinical_preserved"] >= 0.99 * result["clinical_total"]
-    assert result["refused_clean_texts"] == 0
+    assert result["redacted_texts"] > 0  # the detector's layer is at work, not idle
+
+
+def test_clean_reports_pass_every_sender_and_keep_their_content() -> None:
+    """The false-refusal targets on a clean draw docs/phi.md does not report (seed 11, seven
+    house styles): <= 2% refused by the gate and by each sender's own gate (rewriting, QC,
+    judge, API evaluation), >= 99% of the clinical strings kept verbatim."""
+    bench = _benchmark("phi_recall")
+    corpus = _benchmark("phi_clean_corpus").make_corpus(11, 70)
+    result = bench.measure_clean(corpus, 11)
+    assert len(result["by_style"]) == 7
+    assert result["refused"] <= 0.02 * result["reports"]
+    for name, counts in result["senders"].items():
+        assert counts["inputs"] == 70, name
+        assert counts["inputs"] - counts.get("passed", 0) <= 0.02 * 70, name
+    assert result["clinical_kept"] >= 0.99 * result["clinical_total"]
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def test_gate_redacts_what_the_detector_sees_and_keeps_clean_text() -> None:
+    """A name the scrubber cannot see (no title, no label) is redacted as a whole token run;
+    a clean sentence passes unchanged; the findings carry shapes, never text."""
+    text = "Family history: her cousin Pemberton, Priya had a similar scan. LVEF 55%."
+    gated = gate(text)
+    assert gated.text == "Family history: her cousin [NAME] had a similar scan. LVEF 55%."
+    assert [str(f) for f in gated.redacted] == ["detector: name 'Xxxx+, Xxxx+'"]
+    assert gated.refused == ()
+    clean = "Review in 3/12. Native T1 1,102 ms (local normal 950-1050 ms) at 1.5 T; segs 8-9."
+    assert gate(clean) == GateResult(clean)
+
+
+def test_gate_takes_the_whole_token_and_the_other_half_of_a_name() -> None:
+    """A date the detector flags in part goes whole; a surname beside a scrubbed known given
+    name goes too ("Kowalczyk, [NAME]"): no part of an identifier is left beside its
+    placeholder."""
+    gated = gate("Sister of Kowalczyk, Zelda had a scan.", known=["ZELDA^ANNA"])
+    assert gated.text == "Sister of [NAME] had a scan."
+    assert span_shape("13/07/2022") == "dd/dd/ddd+" and span_shape("Anna") == "Xxxx"
+    out = gate("Seen at the clinic 13/07/2022 and again 2022-07-14.").text
+    assert "2022" not in out and "13" not in out and out.count("[DATE]") == 2
+
+
+def test_refusal_names_layer_category_and_shape() -> None:
+    """What neither the scrubber nor the detector removes but the exact known list still sees
+    (this patient's MRN re-typed in other groups) refuses the text; the reason names the layer,
+    category and shape only."""
+    gated = gate("Filed as 95 92 820 here.", known=["H-9592820"])
+    assert gated.text is None
+    assert gated.reason == (
+        "PHI detected after scrubbing: known list: known identifier 're-typed number'"
+    )
+    assert "820" not in gated.reason
+    # the detector's layer, too: a redaction's record is the category and shape
+    gated = gate("Old number 959.2820 on file.", known=["H-9592820"])
+    assert gated.text == "Old number [CONTACT] on file."
+    assert [str(f) for f in gated.redacted] == ["detector: contact 'ddd.ddd+'"]
+
+
+def test_site_safe_list_keeps_its_terms_and_refuses_what_would_hide_identifiers(
+    tmp_path: Path,
+) -> None:
+    text = "Impression: DIFFUSE T2* < 20 MS INDICATES IRON LOADING."
+    assert gate(text).redacted  # philter reads the capitals as a salutation
+    good = tmp_path / "safe.yaml"
+    good.write_text("terms: [INDICATES IRON LOADING]\npatterns: ['\\bIRON LOAD\\w*']\n")
+    safe = SafeList.load(good)
+    assert gate(text, safe=safe) == GateResult(text)
+    assert find_phi(text, safe=safe) == []
+    cases = {
+        "patterns: ['[A-Z][a-z]+ [A-Z][a-z]+']": "would hide identifiers",
+        "patterns: ['\\d+/\\d+/\\d+']": "would hide identifiers",
+        "terms: ['Smith']": "would hide identifiers",
+        "patterns: ['(']": "not a regular expression",
+        "patterns: ['x*']": "matches empty or blank text",
+        "terms: ['']": "expected a non-empty string",
+        "words: [a]": "expected a mapping with keys terms and/or patterns",
+        "terms: [a": "not valid YAML",
+    }
+    for body, message in cases.items():
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(body + "\n")
+        with pytest.raises(SafeListError, match=re.escape(message)) as error:
+            SafeList.load(bad)
+        assert str(bad) in str(error.value)
+    with pytest.raises(SafeListError, match="cannot read"):
+        SafeList.load(tmp_path / "absent.yaml")
+
+
+def test_workflow_refuses_a_bad_safe_list_naming_file_and_entry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    bad = tmp_path / "site_safe.yaml"
+    bad.write_text("terms: [Smith]\n")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"phi": {"safe_list": str(bad)}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+         str(REPO / "config/config.yaml"), str(overlay)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"phi.safe_list: {bad}: terms[0]: would hide identifiers" in out
+    assert "Traceback" not in out

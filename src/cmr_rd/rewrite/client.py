@@ -3,11 +3,11 @@
 Every request passes the PHI gate (`phi.gate_request`) before anything is sent: what the
 detector flags in the prompt is redacted, and a request in which the detector or the known list
 still sees anything is refused and never leaves the machine. Replies that pass the caller's
-`validate` are cached under a hash of everything that determines them, so a rerun costs nothing. Transport
-faults (429, 5xx, timeouts, dropped connections) are retried by the openai client itself, with
-its backoff; we only re-ask for replies that arrive but are unusable. Every API call is
-appended to a CSV ledger with its token usage and cost, and the run's totals go to a JSON file
-next to it.
+`validate` are cached under a hash of everything that determines them, so a rerun costs nothing.
+Transport faults (429, 5xx, timeouts, dropped connections) are retried by the openai client
+itself, with its backoff; we only re-ask for replies that arrive but are unusable. Every API
+call is appended to a CSV ledger with its token usage and cost, and the run's totals go to a
+JSON file next to it.
 
 The API key is read only from the environment variable named in the config and handed straight
 to the openai client; nothing here formats an exception message from the API (which may quote

@@ -16,6 +16,7 @@ the category are reported, never the matched text, because the result goes to lo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -355,7 +356,8 @@ _PHYSICIAN_RE = re.compile(
 _TITLED_NAME_RE = re.compile(
     rf"\b{_TITLE}\.?[ \t]+(?:[A-Z]\.[ \t]*)*[A-Z][A-Za-z'\-]+(?:[ \t]+[A-Z][A-Za-z'\-]+){{0,2}}"
 )
-_DICOM_PN_RE = re.compile(r"(?<![\w^])[A-Za-z][A-Za-z'\-]*(?:\^[A-Za-z'\-.]*){1,4}")
+# Not "m^2" (mL/m^2): a caret followed by a digit is an exponent, not a name's separator.
+_DICOM_PN_RE = re.compile(r"(?<![\w^])[A-Za-z][A-Za-z'\-]*(?:\^[A-Za-z'\-.]*){1,4}(?![\d^])")
 # "Electronically signed by Anna J. Berg, MD" with no colon, which the label rules need.
 _SIGNED_BY_RE = re.compile(
     r"(\b(?i:signed|dictated|reported|verified|approved|transcribed|reviewed|authori[sz]ed)"
@@ -418,6 +420,11 @@ def _replace_spans(value: str, spans: list[tuple[int, int]], placeholder: str) -
     return value
 
 
+_PAREN_NAME_RE = re.compile(
+    r"\b[A-Z][a-z][A-Za-z'\-]*(?:[ \t]+[A-Z]\.?)*[ \t]+(?:[A-Z]\.[ \t]*)*[A-Z][a-z][A-Za-z'\-]*"
+)
+
+
 def _scrub_value(kind: str, value: str) -> str:
     """Scrub one labelled field value according to what the label says it holds."""
     ph = _KIND_PH[kind]
@@ -427,7 +434,11 @@ def _scrub_value(kind: str, value: str) -> str:
     if kind in ("physician", "signed"):
         for rx in _DATE_RES:
             value = rx.sub("[DATE]", value)
-        return _replace_spans(value, _name_spans(value), ph)
+        # a role's qualification in parentheses ("(SCMR Level 3)") is not a name, but two
+        # capitalised words there are ("(John Smith)")
+        head, paren, tail = value.partition("(")
+        tail = _PAREN_NAME_RE.sub(ph, tail)
+        return _replace_spans(head, _name_spans(head), ph) + paren + tail
     if kind == "date":
         head, paren, tail = value.partition("(")  # keep "(age 54)" after a birth date
         if re.search(r"\d", head) or _MONTH_WORD_RE.search(head):
@@ -698,13 +709,16 @@ class SafeList:
 _NO_SITE_LIST = SafeList()
 
 
-def check(text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST) -> list[Finding]:
+def check(
+    text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST, detector: bool = True
+) -> list[Finding]:
     """The gate's check on text that is about to leave: what the independent detector
     (`phi_detector`, philter) and the exact known-identifier list still see ([] when clean).
-    The scrubber that ran before is the first layer. Findings carry shapes, never text."""
+    The scrubber that ran before is the first layer. Findings carry shapes, never text.
+    `detector=False` skips the detector, for text it has just read and found nothing in."""
     found = {
         Finding(DETECTOR, category, span_shape(text[a:b]))
-        for a, b, category in phi_detector.spans(text, safe.patterns)
+        for a, b, category in (phi_detector.spans(text, safe.patterns) if detector else ())
     }
     known = [str(k) for k in known if k is not None]
     masked = _PH_RE.sub(_MASK, text)
@@ -791,7 +805,8 @@ def gate(text: str, known: Iterable[str] = (), safe: SafeList = _NO_SITE_LIST) -
     detector takes for PHI costs that word, not the report."""
     known = [k for k in known if k is not None]
     scrubbed, redacted = redact(scrub(text, known=known), safe)
-    left = check(scrubbed, known, safe)
+    # The detector reads the text again only where it changed (the detector is deterministic).
+    left = check(scrubbed, known, safe, detector=bool(redacted))
     if left:
         return GateResult(None, redacted, tuple(left))
     return GateResult(scrubbed, redacted)
@@ -804,5 +819,12 @@ def gate_request(
     built from text that was scrubbed already, has what the detector flags redacted; the system
     prompt, our own instructions, is only checked. Refused if anything is left."""
     prompt, redacted = redact(prompt, safe)
-    left = check(system + "\n" + prompt, known, safe)
+    left = _system_findings(system, safe) + check(prompt, known, safe, detector=bool(redacted))
+    left += [f for f in check(system, known, safe, detector=False) if f not in left]
     return GateResult(None if left else prompt, redacted, tuple(left))
+
+
+@functools.lru_cache(maxsize=64)
+def _system_findings(system: str, safe: SafeList) -> list[Finding]:
+    """The detector's reading of a system prompt: our own fixed instructions, read once."""
+    return check(system, (), safe)

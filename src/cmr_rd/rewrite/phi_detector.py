@@ -28,6 +28,16 @@ from functools import cache
 
 _NAME_LISTS = frozenset({"firstnames", "lastnames", "regex_context"})
 
+# Units of measurement, for the safe rule below: a number with one of these is a measurement.
+_UNIT = (
+    r"(?:msec|ms|sec|s|mm|cm|m|mL|ml|cc|L|l|dL|dl|g|kg|mg|ug|\u00b5g|mmol|umol|\u00b5mol|nmol"
+    r"|ng|pg|U|IU|bpm|mmHg|Hz|%|T|mSv|Gy|MBq|cm2|cm\u00b2|m2|m\u00b2|mm2|mm\u00b2|min|mins"
+    r"|minutes|h|hrs?|hours?|days?|weeks?|months?|years?|yrs?|y)"
+    r"(?:[ \t]?/[ \t]?(?:m\^?2|m\u00b2|m2|kg|min|beat|s|L|l|dL|mL|ml|h|day|d|m))?"
+)
+
+_EPONYM = r"[A-Z][A-Za-z\u00c0-\u00ff'\-]+"
+
 # Terms of cardiac MR that philter's name and date rules would read as PHI.
 _SAFE_PATTERNS = (
     # eponyms and named signs, syndromes, techniques
@@ -54,7 +64,41 @@ _SAFE_PATTERNS = (
     # laboratory values and counted segments: a number with its unit or its segment range
     r"(?:\b[\w\-]+[ \t]+)?\b\d+(?:\.\d+)?[ \t]*(?:ng/L|pg/mL|mg/dL|mmol/L|umol/L|U/L|g/dL"
     r"|mL/min|ml/min|mL|ml|ms|mm|cm|bpm|kg|m2|mmHg|%)(?![\w/])",
-    r"\b[Ss]egments?[ \t]+\d+[ \t]*(?:[-\u2013]|to)[ \t]*\d+\b",
+    r"\b(?i:seg(?:ment)?s?)\.?[ \t]+\d+[ \t]*(?:[-\u2013]|to)[ \t]*\d+\b",
+    # The rules below are structural, so they hold for report styles nobody tuned on.
+    # field strength: "3 T", "1.5T", "3 Tesla" (philter reads "3 T" as a house number and street)
+    r"\b\d(?:[.,]\d)?[ \t]?(?:T|Tesla|tesla)\b",
+    # a number with its unit, spaced or not, with a denominator ("1209msec", "74 mL/m^2",
+    # "52 g/m²", "2.1 m/s", "0,1 mmol/kg"): measurements, never identifiers
+    rf"(?<![\w.,])\d+(?:[.,]\d+)*[ \t]?{_UNIT}(?![A-Za-z0-9])",
+    # reference ranges: "(960-1030)" whole in its brackets (not "(555) 123-4567"), and after a
+    # word that says so: "normal 25-29%", "ref. 1140–1240", "normal < 50"
+    r"[(\[][ \t]*(?:[<>\u2264\u2265][ \t]*)?\d+(?:[.,]\d+)*[ \t]*[-\u2013][ \t]*\d+(?:[.,]\d+)*"
+    rf"[ \t]*(?:{_UNIT})?[ \t]*[)\]]",
+    r"\b(?i:normal|ref|reference|range|nr|nl)\b\.?[ \t]*:?[ \t]*(?:[<>\u2264\u2265][ \t]*)?"
+    r"\d+(?:[.,]\d+)*(?:[ \t]*[-\u2013][ \t]*\d+(?:[.,]\d+)*)?",
+    # counted segments of the AHA model ("3/17 segments", "segment 5/17")
+    r"(?<![\d/.\-])\d{1,2}[ \t]?/[ \t]?17\b(?![/.\-]\d)",
+    # British clinical intervals after a preposition: "in 3/12" (months), "6/52" (weeks), "2/7"
+    r"\b(?i:in|for|within|after|over|every|next)[ \t]+\d{1,2}/(?:12|52|7)\b(?![/.\-]\d)",
+    # eponyms and named entities of cardiology: a capitalised name (or two, joined by "and", "/"
+    # or "-") before the noun that makes it a criterion, disease, sign, procedure or score
+    rf"\b{_EPONYM}(?:[ \t]*(?:[-/]|\band\b|&)[ \t]*{_EPONYM})*"
+    r"(?:'s)?[ \t]+(?i:criteria|criterion|disease|syndrome|anomaly|sign|classification|score|"
+    r"procedure|operation|circulation|shunt|repair|equation|formula|method|technique|"
+    r"phenomenon|ratio|grade|grading|stage|staging|protocol|consensus|rule|effect|manoeuvre|"
+    r"maneuver|ataxia|dystrophy|myopathy|endocarditis|arteritis|conduit|baffle|physiology|"
+    r"malformation|aneurysm|triad|tetralogy|pentalogy)\b",
+    # cardiology acronyms that philter's lists hold as names or places (views, rhythms, scores)
+    r"\b(?:SA|SAX|LAX|VLA|HLA|2CH|3CH|4CH|2C|3C|4C|NYHA|CCS|ECG|EKG|ICD|CRT|CRT-D|LBBB|RBBB|AF"
+    r"|VT|NSVT|SVT|PVC|VE|VEs|HFpEF|HFrEF|HFmrEF|CAD|PCI|CABG|STEMI|NSTEMI|ACS|MINOCA|ATTR|AL"
+    r"|ARVC|ALVC|LVH|RCA|LAD|LCx|LCX|PDA|OM|TAPSE|MAPSE|LAVI|LAVi|SV|CO|CI|BSA|BMI|PA|MPA|RPA"
+    r"|LPA|Qp|Qs|PISA|AVA|EF|LVEDV|LVESV|LVEDVi|LVESVi|RVEDV|RVESV|RVEDVi|RVESVi|LVM|LVMi|WT"
+    r"|IVS|PW|LVIDd|AHA|ESC|ACC|JCS|SCD|HCM|ICC|EGPA|SLE|MRI|CMR|MR|CT|CTCA|PET|SPECT|FDG|TTE"
+    r"|TOE|TEE|IV|LGE|PSIR|MAG|IR|GRE|FFE|FIESTA|SSFP|bSSFP|STIR|T2W|T1W|TSE|FSE|HASTE|VENC"
+    r"|PC|MOLLI|ShMOLLI|SASHA|SAPPHIRE|ECV|EGE|TIMI|NT-proBNP|BNP|CK|CRP|ESR|Hb|eGFR|GFR)\b",
+    # section headings at the start of a line ("Clinical Details:", "FINDINGS:")
+    r"(?m)^[ \t]*[A-Z][A-Za-z /&\-]{2,40}:",
 )
 
 # DICOM person names ("DOE^JANE") reach reports through copied header fields; clinical notes,
@@ -99,8 +143,17 @@ def _philter():
             entry["phi_type"] = entry.get("keyword", entry["type"]).split(".")[0]
         filters.append(filter_from_dict(entry))
     categories = sorted({f.phi_type for f in filters if f.exclude})
-    return philter_lite.detect_phi, filters, categories, safe
+    whitelist = frozenset().union(
+        *(f.data for f in filters if not f.exclude and isinstance(getattr(f, "data", None), set))
+    )
+    return philter_lite.detect_phi, filters, categories, safe, whitelist
 
+
+_NAME_WORD = r"[A-Z][a-z][A-Za-z'\-]*"
+_BESIDE_NAME = re.compile(
+    rf"\b(?P<before>{_NAME_WORD})[ \t]*,?[ \t]*\[(?:NAME|PHYSICIAN)\]"
+    rf"|\[(?:NAME|PHYSICIAN)\][ \t]*,?[ \t]*(?P<after>{_NAME_WORD})\b"
+)
 
 # What may stand between the two words of a name: "Anna Berg", "Berg, Anna", "Anna J. Berg".
 _PAIR_GAP = re.compile(r"^(?:[ \t]+|[ \t]*,[ \t]*|[ \t]+[A-Z]\.?[ \t]+)$")
@@ -111,7 +164,7 @@ def spans(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[tuple[in
 
     `site_safe`: a site's own additions to the safe list (`phi.SafeList`); a hit inside one of
     their matches is dropped, as for the built-in list."""
-    detect, filters, categories, safe = _philter()
+    detect, filters, categories, safe, whitelist = _philter()
     _, _, tracker = detect(text, patterns=filters, phi_type_list=categories)
     safe_spans = [m.span() for rx in (*safe, *site_safe) for m in rx.finditer(text)]
     hits = sorted(
@@ -123,8 +176,22 @@ def spans(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[tuple[in
     out += [(*m.span(), "dicom name") for m in _DICOM_NAME.finditer(text)]
     names = [h for h in hits if h[2] in _NAME_LISTS]
     for left, right in zip(names, names[1:], strict=False):
-        if _PAIR_GAP.match(text[left[1] : right[0]]):
-            out.append((left[0], right[1], "name"))
+        if not _PAIR_GAP.match(text[left[1] : right[0]]):
+            continue
+        words = (text[left[0] : left[1]], text[right[0] : right[1]])
+        # Capitals are the one case in which the shape rule cannot tell a name from a word:
+        # "REGIONAL DYSKINESIA" is two common words that the name lists also hold.
+        if all(w.isupper() and w.lower() in whitelist for w in words):
+            continue
+        out.append((left[0], right[1], "name"))
+    # The other half of a name whose first half the scrubber took ("Kowalczyk, [NAME]", where
+    # the given name was a known identifier): an uncommon capitalised word beside a name
+    # placeholder is a name, in or out of the lists.
+    for m in _BESIDE_NAME.finditer(text):
+        word = m.group("before") or m.group("after")
+        start = m.start("before") if m.group("before") else m.start("after")
+        if word.lower() not in whitelist:
+            out.append((start, start + len(word), "name"))
     return sorted(out)
 
 
