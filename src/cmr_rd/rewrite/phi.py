@@ -700,7 +700,7 @@ class SafeList:
                 if hidden:
                     raise SafeListError(
                         f"{where}: would hide identifiers such as {span_shape(hidden[0])!r} "
-                        "(a name, date, ID, phone or address); make it narrower"
+                        "(a name, date, ID, phone or address); narrow it"
                     )
                 compiled.append(rx)
         return cls(tuple(compiled), str(path))
