@@ -147,6 +147,42 @@ def test_missing_reports_are_refused_with_a_reason_not_a_crash(tmp_path):
     }
 
 
+def test_the_stage_redacts_what_the_detector_sees_and_withholds_only_what_stays(tmp_path):
+    """The stage's gate: a relative's name the scrubber cannot see is redacted and the report
+    kept (recorded by category and shape); an MRN re-typed in other groups, which only the
+    exact known list sees, withholds the report with a reason that names no text; a clean
+    report passes unchanged. A site's safe list keeps its own words."""
+    import csv
+
+    from cmr_rd.ingest.deid import DeidKey
+    from cmr_rd.rewrite.stage import scrub_reports
+
+    key = DeidKey(b"k" * 32, "test")
+    labels = tmp_path / "labels.csv"
+    reports = {
+        "H-9592820": "FINDINGS: LVEF 55%. Her cousin Pemberton, Priya had a similar scan.",
+        "H-1234567": "FINDINGS: LVEF 48%. Old number 12 34 567 on file.",
+        "H-7654321": "FINDINGS: LVEF 61%, segs 4-5 normal. DIFFUSE T2* < 20 MS INDICATES IRON LOADING.",
+    }
+    with labels.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient_id", "label", "report"])
+        writer.writerows([pid, "HCM", text] for pid, text in reports.items())
+    pseudo = {pid: key.pseudonym(pid) for pid in reports}
+    out = scrub_reports(labels, set(pseudo.values()), key)
+    first, second, third = (pseudo[p] for p in reports)
+    assert out.scrubbed[first] == "FINDINGS: LVEF 55%. Her cousin [NAME] had a similar scan."
+    assert out.redacted[first] == ["detector: name 'Xxxx+, Xxxx+'"]
+    assert out.withheld[second] == (
+        "PHI detected after scrubbing: known list: known identifier 're-typed number'"
+    )
+    assert "[NAME]" in out.scrubbed[third]  # philter reads the capitals as a salutation
+    site = tmp_path / "safe.yaml"
+    site.write_text("terms: [INDICATES IRON LOADING]\n")
+    out = scrub_reports(labels, set(pseudo.values()), key, phi.SafeList.load(site))
+    assert out.scrubbed[third] == reports["H-7654321"] and out.redacted[third] == []
+
+
 def test_an_infarct_template_without_its_box_is_refused_even_when_approved():
     """QC refuses an MI template without the annotated lesion box (a hard check: a reviewer's
     approval cannot lift it), and accepts the same text for another class without a box."""
