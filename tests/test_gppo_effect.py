@@ -91,7 +91,7 @@ def test_one_ts_phase_raises_the_answer_reward_of_the_class_it_over_samples(cold
 
 
 def _rollout_format_share(cold_start: Path, tmp_path: Path, temperature: float, top_p: float,
-                          cap: int) -> float:  # fmt: skip
+                          cap: int, min_p: float | None = None) -> float:  # fmt: skip
     """The format-valid share of two GPPO steps' rollouts, as the phase's health.csv logs it."""
     pool = make_rings(tmp_path / "pool", per_class=4, seed=41, with_answer=False)
     prompts = [json.loads(line) for line in pool.read_text().splitlines()]
@@ -99,7 +99,7 @@ def _rollout_format_share(cold_start: Path, tmp_path: Path, temperature: float, 
     _phase(prompts, "full", data)
     cfg = GPPOConfig(max_steps=2, batch_prompts=B, num_generations=G, micro_batch=B * G,
                      max_completion_length=cap, save_steps=1000, threads=1, seed=7,
-                     temperature=temperature, top_p=top_p)  # fmt: skip
+                     temperature=temperature, top_p=top_p, min_p=min_p)  # fmt: skip
     out = tmp_path / f"out{temperature}"
     train_phase(cold_start, cold_start, data, out, cfg, RewardConfig(use_iou=False), 1)
     rows = list(csv.DictReader((out / "health.csv").open()))
@@ -116,7 +116,8 @@ def test_rollouts_at_the_configured_sampling_settings_are_mostly_format_valid(
     train = yaml.safe_load((repo / "config/config.yaml").read_text())["gppo"]["train"]
     cap = min(int(train["max_completion_length"]), 64)  # ring chains are short
     configured = _rollout_format_share(cold_start, tmp_path, float(train["temperature"]),
-                                       float(train.get("top_p", 1.0)), cap)  # fmt: skip
+                                       float(train.get("top_p", 1.0)), cap,
+                                       train.get("min_p"))  # fmt: skip
     # Mostly valid: the ring cold start has 120 steps (0.79 at 0.7; at the old 1.0 it was 0.02).
     assert configured >= 0.75, configured
     hot = _rollout_format_share(cold_start, tmp_path, 4.0, 1.0, cap)

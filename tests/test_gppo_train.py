@@ -78,7 +78,7 @@ def test_trainer_settings_are_the_methods(tiny, prompts, tmp_path):
     _phase_dataset(prompts, tmp_path / "phase.jsonl")
     model, processor = load_policy(tiny, tiny)
     cfg = _cfg(beta=0.05, epsilon=0.3, entropy_coef=0.002, lr=1e-3, lr_decay=0.5, top_p=0.9,
-               warmup_ratio=0.25, lr_scheduler="constant_with_warmup")  # fmt: skip
+               min_p=0.1, warmup_ratio=0.25, lr_scheduler="constant_with_warmup")  # fmt: skip
     dataset = build_prompt_dataset([json.loads(x) for x in open(tmp_path / "phase.jsonl")])
     trainer = make_trainer(model, processor, dataset, tmp_path, cfg, RewardConfig(), 3, 1)
     args = trainer.args
@@ -88,6 +88,7 @@ def test_trainer_settings_are_the_methods(tiny, prompts, tmp_path):
     assert args.learning_rate == pytest.approx(1e-3 * 0.5**2)  # lr_3 = lr_1 * decay^(3-1)
     assert args.num_generations == G and args.num_train_epochs == 2.0
     assert args.top_p == 0.9 and args.warmup_steps == 0.25  # our options reach the trainer
+    assert args.min_p == 0.1 and trainer.min_p == 0.1
     assert args.lr_scheduler_type == "constant_with_warmup"
     # One generation batch = one quota batch of B prompts x G completions = one optimizer step.
     assert args.generation_batch_size == B * G
@@ -111,7 +112,11 @@ def test_batch_arithmetic_refuses_a_split_that_breaks_batches():
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("top_p", 0.0, "top_p must be in"), ("warmup_ratio", 1.0, "warmup_ratio must be in")],
+    [
+        ("top_p", 0.0, "top_p must be in"),
+        ("min_p", 1.0, "min_p must be in"),
+        ("warmup_ratio", 1.0, "warmup_ratio must be in"),
+    ],
 )
 def test_sampling_and_warmup_options_are_checked(key, value, message):
     with pytest.raises(TrainInputError, match=message):

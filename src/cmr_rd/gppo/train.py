@@ -115,6 +115,10 @@ class GPPOConfig:
     # the format whenever one tail token is drawn; the nucleus keeps the varied answers and
     # drops the tail.
     top_p: float = 1.0
+    # Ours: min-p sampling (None = off): a token is drawn only if its probability is at least
+    # min_p times the likeliest token's. It drops the tail tokens that derail a tiny model's
+    # chain into a second <think> or a broken box, and keeps the answers varied.
+    min_p: float | None = None
     max_completion_length: int = 256
     save_steps: int = 20
     save_total_limit: int = 2
@@ -140,6 +144,8 @@ class GPPOConfig:
             raise TrainInputError("warmup_ratio must be in [0, 1)")
         if not 0 < self.top_p <= 1:
             raise TrainInputError("top_p must be in (0, 1]")
+        if self.min_p is not None and not 0 <= self.min_p < 1:
+            raise TrainInputError("min_p must be in [0, 1) or null")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> GPPOConfig:
@@ -476,6 +482,7 @@ def make_trainer(
         entropy_coef=cfg.entropy_coef,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
+        min_p=cfg.min_p,
         max_completion_length=cfg.max_completion_length,
         shuffle_dataset=False,  # the quota order is the order
         **common_training_args(cfg, precision()),
