@@ -65,12 +65,19 @@ _SAFE_PATTERNS = (
     r"(?:\b[\w\-]+[ \t]+)?\b\d+(?:\.\d+)?[ \t]*(?:ng/L|pg/mL|mg/dL|mmol/L|umol/L|U/L|g/dL"
     r"|mL/min|ml/min|mL|ml|ms|mm|cm|bpm|kg|m2|mmHg|%)(?![\w/])",
     r"\b(?i:seg(?:ment)?s?)\.?[ \t]+\d+[ \t]*(?:[-\u2013]|to)[ \t]*\d+\b",
-    # The rules below are structural, so they hold for report styles nobody tuned on.
+)
+
+# Structural rules, so they hold for report styles nobody tuned on. Unlike the list above they
+# are not handed to philter: they only drop a hit that lies wholly inside one of their matches,
+# so a heading ("Name:") never shields the value after it ("Name: Anna Berg" is still a hit).
+_SAFE_SPANS = (
     # field strength: "3 T", "1.5T", "3 Tesla" (philter reads "3 T" as a house number and street)
     r"\b\d(?:[.,]\d)?[ \t]?(?:T|Tesla|tesla)\b",
     # a number with its unit, spaced or not, with a denominator ("1209msec", "74 mL/m^2",
     # "52 g/m²", "2.1 m/s", "0,1 mmol/kg"): measurements, never identifiers
     rf"(?<![\w.,])\d+(?:[.,]\d+)*[ \t]?{_UNIT}(?![A-Za-z0-9])",
+    # and with its measurement's abbreviation before it ("T1 1015msec", "LVEDV 174 ml")
+    rf"\b[A-Z][A-Z0-9*]{{0,6}}[a-z]?[ \t]*[:=]?[ \t]*\d+(?:[.,]\d+)*[ \t]?{_UNIT}(?![A-Za-z0-9])",
     # reference ranges: "(960-1030)" whole in its brackets (not "(555) 123-4567"), and after a
     # word that says so: "normal 25-29%", "ref. 1140–1240", "normal < 50"
     r"[(\[][ \t]*(?:[<>\u2264\u2265][ \t]*)?\d+(?:[.,]\d+)*[ \t]*[-\u2013][ \t]*\d+(?:[.,]\d+)*"
@@ -100,6 +107,7 @@ _SAFE_PATTERNS = (
     # section headings at the start of a line ("Clinical Details:", "FINDINGS:")
     r"(?m)^[ \t]*[A-Z][A-Za-z /&\-]{2,40}:",
 )
+_STRUCTURAL = tuple(re.compile(p) for p in _SAFE_SPANS)
 
 # DICOM person names ("DOE^JANE") reach reports through copied header fields; clinical notes,
 # which philter was built for, never carry them.
@@ -166,7 +174,7 @@ def spans(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[tuple[in
     their matches is dropped, as for the built-in list."""
     detect, filters, categories, safe, whitelist = _philter()
     _, _, tracker = detect(text, patterns=filters, phi_type_list=categories)
-    safe_spans = [m.span() for rx in (*safe, *site_safe) for m in rx.finditer(text)]
+    safe_spans = [m.span() for rx in (*safe, *_STRUCTURAL, *site_safe) for m in rx.finditer(text)]
     hits = sorted(
         (p.start, p.stop, p.phi_type)
         for p in tracker.phi
