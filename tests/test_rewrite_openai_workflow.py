@@ -4,22 +4,22 @@ The real `openai` client talks HTTP to a server of ours on 127.0.0.1 that implem
 endpoints we call, records every request body and injects faults (429, 5xx, a slow reply,
 garbage). The model's text comes from the offline rewriter, so QC sees realistic templates.
 
-Snakemake runs to the rewrite stage's outputs only (`REWRITE`: the cohort, ingestion and
-`rewrite_reports`), then reruns `rewrite_reports` alone: what comes after it does not depend on
-the backend, and tests/test_workflow.py runs it.
+Snakemake runs `rewrite_reports` with the openai backend in a copy of the finished tiny run
+(conftest's `tiny_run`, whose cohort and ingestion are up to date), then reruns it alone: what
+comes after it does not depend on the backend, and tests/test_workflow.py runs it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 import yaml
 
-from cmr_rd.devtools import copy_workflow, snakemake
+from cmr_rd.devtools import snakemake
 from cmr_rd.rewrite.offline import offline_rewrite
+from conftest import copy_run
 from openai_loopback import LoopbackOpenAI
 
 pytestmark = pytest.mark.slow
@@ -48,9 +48,8 @@ def server():
     loopback.stop()
 
 
-def test_openai_backend_through_snakemake(tmp_path, repo, server, monkeypatch):
-    work = copy_workflow(tmp_path / "wf", repo)
-    shutil.copy(repo / "tests/configs/tiny.yaml", work / "config/tiny.yaml")
+def test_openai_backend_through_snakemake(tmp_path, tiny_run, server, monkeypatch):
+    work = copy_run(tiny_run, tmp_path / "wf")  # the finished offline run: its cohort is there
     override = {
         "rewrite": {
             "backend": "openai",
@@ -68,6 +67,7 @@ def test_openai_backend_through_snakemake(tmp_path, repo, server, monkeypatch):
     # Targets first: --configfile takes every value that follows it.
     args = [*REWRITE, "--cores", "2", "--configfile", "config/tiny.yaml", "config/openai.yaml"]
     result = snakemake(work, *args)
+    assert "rule rewrite_reports:" in result.stdout + result.stderr  # the backend's params changed
     assert result.returncode == 0, result.stderr[-4000:]
 
     templates = [

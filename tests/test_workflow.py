@@ -135,15 +135,16 @@ def test_the_foundation_pool_shares_no_patient_report_or_image_with_the_cohort(r
 
 @pytest.mark.edits_run
 def test_rerun_is_byte_identical_and_noop_does_nothing(run):
-    before = _digests(run / "results/ingest")
-    result = snakemake(
-        run, "--cores", "2", "--configfile", "config/tiny.yaml", "--forcerun", "ingest"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    after = _digests(run / "results/ingest")
-    assert after == before
-    noop = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")
+    args = ("--cores", "2", "--configfile", "config/tiny.yaml")
+    noop = snakemake(run, *args)
     assert noop.returncode == 0 and "Nothing to be done" in noop.stdout + noop.stderr
+    before = _digests(run / "results/ingest")
+    # Ingestion alone (--until): the later stages' same bytes on a rerun are what test_slurm.py
+    # (a second run against tiny_run) and the resume tests check.
+    result = snakemake(run, *args, "--forcerun", "ingest", "--until", "ingest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _rules_run(result) == {"ingest"}
+    assert _digests(run / "results/ingest") == before
 
 
 def test_lineage_manifest(run):
@@ -204,7 +205,10 @@ def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
     (run / "config/review_decisions.csv").write_text(
         f"item_id,decision,comment\n{victim},reject,wording too vague\n"
     )
-    result = snakemake(run, "--cores", "2", "--configfile", "config/tiny.yaml")
+    args = ("--cores", "2", "--configfile", "config/tiny.yaml")
+    planned = _rules_run(snakemake(run, *args, "--dry-run"))
+    # Up to the cold-start dataset: what follows it is then stale, which a dry run shows.
+    result = snakemake(run, *args, "--until", "coldstart_dataset")
     assert result.returncode == 0, result.stderr[-3000:]
     ran = _rules_run(result)
     assert {"rewrite_qc", "coldstart_dataset"} <= ran
@@ -215,7 +219,10 @@ def test_editing_the_review_sheet_reruns_qc_and_downstream_only(run):
         "prompt_datasets",
         "alignment_dataset",
     }
-    assert not ran & upstream, ran
+    assert not (ran | planned) & upstream, ran | planned
+    assert {"rewrite_qc", "coldstart_dataset", "sft", "gppo_train", "evaluate"} <= planned
+    stale = _rules_run(snakemake(run, *args, "--dry-run"))
+    assert {"sft", "gppo_train", "evaluate"} <= stale and not stale & (upstream | ran), stale
     after = [
         json.loads(x)["id"]
         for x in (run / "results/rewrite/qc/accepted.jsonl").read_text().splitlines()
