@@ -7,8 +7,7 @@ checkpoint and a test JSONL (also as `python -m cmr_rd.evaluate.harness`).
 
 from typing import Any
 
-from cmr_rd.evaluate.metrics import compute_metrics, extract_answer, sample_table
-from cmr_rd.evaluate.scoring import answer_loglikelihoods, normalise
+from cmr_rd.evaluate.metrics import compute_metrics, extract_answer, normalise, sample_table
 
 __all__ = [
     "EvalInputError",
@@ -23,9 +22,14 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so `python -m cmr_rd.evaluate.harness` does not find the module
-    # already imported by its package (runpy warns about that).
+    # already imported by its package (runpy warns about that), and the light jobs that read
+    # metrics (report tables, judge, bootstrap) do not import torch and transformers (5 s).
     if name in ("EvalInputError", "evaluate_model"):
         from cmr_rd.evaluate import harness
 
         return getattr(harness, name)
+    if name == "answer_loglikelihoods":
+        from cmr_rd.evaluate import scoring
+
+        return scoring.answer_loglikelihoods
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,13 +22,20 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from cmr_rd.classes import CLASSES, canonical_label
-from cmr_rd.evaluate.scoring import normalise
 from cmr_rd.format import box_iou, parse_box, parse_completion
 
 UNPARSED = "unparsed"  # the predicted label of a completion with no readable class
 IOU_HIT = 0.5
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _LOCATION = re.compile(r"<location>(.*?)</location>", re.DOTALL)
+
+
+def normalise(loglik: np.ndarray) -> np.ndarray:
+    """Softmax across classes per row: the per-class score (rows sum to 1) used for AUC."""
+    loglik = np.asarray(loglik, dtype=np.float64)
+    shifted = loglik - loglik.max(axis=1, keepdims=True)
+    expo = np.exp(shifted)
+    return expo / expo.sum(axis=1, keepdims=True)
 
 
 def _single(text: str, pattern: re.Pattern[str], open_tag: str, close_tag: str) -> str | None:

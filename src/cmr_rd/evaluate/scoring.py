@@ -188,11 +188,3 @@ def answer_loglikelihoods(
             )
             out[start : start + len(rows)] = rows
     return out
-
-
-def normalise(loglik: np.ndarray) -> np.ndarray:
-    """Softmax across classes per row: the per-class score (rows sum to 1) used for AUC."""
-    loglik = np.asarray(loglik, dtype=np.float64)
-    shifted = loglik - loglik.max(axis=1, keepdims=True)
-    expo = np.exp(shifted)
-    return expo / expo.sum(axis=1, keepdims=True)
