@@ -31,8 +31,9 @@ from cmr_rd.numerics import pin_environment
 pin_environment()
 
 # Local runs: one warm interpreter (cmr_rd.warm) that has imported torch, transformers and TRL
-# forks each training, evaluation and probe process, instead of each paying ~4 s of imports.
-# Not on a cluster (every job must run inside its own allocation); CMR_RD_WARM=0 turns it off.
+# forks each training, evaluation and probe process, instead of each paying ~4 s of imports;
+# started only when the run has such a job. Not on a cluster (every job must run inside its own
+# allocation); CMR_RD_WARM=0 turns it off.
 from cmr_rd import warm
 
 ZYGOTE = []
@@ -40,7 +41,13 @@ ZYGOTE = []
 
 onstart:
     if workflow.local_exec and not workflow.touch:
-        ZYGOTE.append(warm.start())
+        if warm.needed(workflow):
+            ZYGOTE.append(warm.start())
+        else:
+            print(
+                "warm interpreter not started: no job of this run forks from it",
+                file=sys.stderr,
+            )
 
 
 onsuccess:

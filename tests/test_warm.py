@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,3 +143,70 @@ def test_a_caller_with_another_interpreter_starts_its_own(zygote, tmp_path, monk
     """A job under --sdm conda or in a container runs another Python than the zygote's."""
     monkeypatch.setattr(sys, "prefix", "/opt/conda/envs/other")
     assert warm.run(["-m", "warmchild"], 1, 2) is None
+
+
+def test_a_job_that_asks_while_the_zygote_preloads_waits_for_its_fork(tmp_path, monkeypatch):
+    """The socket listens before the imports: a job that starts at once is forked once the
+    zygote is ready, rather than importing torch a second time beside it."""
+    monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "warmchild.py").write_text(CHILD)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]))
+    process = warm.start()
+    try:
+        path = Path(os.environ[warm.SOCKET_ENV])
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libtorch" not in maps  # listening, torch not imported yet
+        code, child, _ = run_child(tmp_path, "early")
+        assert code == 0 and child["argv"] == ["early"]  # forked: None would be "start your own"
+        assert "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+    finally:
+        warm.stop(process)
+
+
+class _Job:
+    def __init__(self, rule: str) -> None:
+        self.rule = type("Rule", (), {"name": rule})()
+
+
+class _Workflow:
+    def __init__(self, rules: list[str] | None) -> None:
+        self.rules = rules
+
+    @property
+    def dag(self):
+        if self.rules is None:
+            raise AttributeError("dag")  # Snakemake's internals changed
+        jobs = [_Job(rule) for rule in self.rules]
+        return type("Dag", (), {"needrun_jobs": lambda _self: iter(jobs)})()
+
+
+def test_a_zygote_is_started_only_for_a_run_with_a_job_that_forks():
+    assert warm.needed(_Workflow(["report_tables", "evaluate"]))
+    assert not warm.needed(_Workflow(["judge", "report_tables", "dvc_commit"]))
+    assert not warm.needed(_Workflow([]))
+    assert warm.needed(_Workflow(None))  # unreadable: as before, start one
+
+
+def test_the_rules_that_fork_are_the_rules_whose_scripts_call_the_zygote(repo):
+    """Every rule whose script forks (warm.call, or a training child through
+    cmr_rd.model.runtime.train_in_run_folder) is in warm.RULES, and only those."""
+    forking = set()
+    header = re.compile(r"^[ \t]*(?:rule|checkpoint) (\w+):", re.M)
+    for smk in (repo / "rules").glob("*.smk"):
+        text = smk.read_text()
+        starts = list(header.finditer(text))
+        for here, after in zip(starts, [*starts[1:], None], strict=False):
+            body = text[here.end() : after.start() if after else len(text)]
+            script = re.search(r'script:\s*"\.\./workflow/scripts/(\w+\.py)"', body)
+            if script is None:
+                continue
+            code = (repo / "workflow/scripts" / script.group(1)).read_text()
+            if "warm.call(" in code or "train_in_run_folder(" in code:
+                forking.add(here.group(1))
+    assert forking == warm.RULES

@@ -571,6 +571,7 @@ def test_an_evaluation_setting_reruns_evaluation_judge_and_report_only(run):
     result = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _rules_run(result) == {"evaluate", "judge", "report_tables", "dvc_commit"}
+    assert "warm interpreter not started" not in result.stderr  # the evaluations fork from it
     again = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
     # The bootstrap's resamples are the report's alone: no evaluation or rating is redone.
@@ -579,6 +580,7 @@ def test_an_evaluation_setting_reruns_evaluation_judge_and_report_only(run):
     result = snakemake(run, "--cores", "2", "--configfile", "config/tiny_eval.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _rules_run(result) == {"report_tables", "dvc_commit"}
+    assert "warm interpreter not started" in result.stderr  # read from Snakemake's DAG
 
 
 # These tests retrain SFT under a longer schedule, which makes the stage-1 outputs differ from

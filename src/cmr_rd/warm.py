@@ -16,8 +16,10 @@ process that has already imported them starts in milliseconds.
   child (so a preempted training child still checkpoints); returns None when there is no zygote,
   or when the caller runs another interpreter than the zygote's (a job under `--sdm conda` or in
   a container), so the caller starts an ordinary process instead.
-- The Snakefile starts a zygote in `onstart` for local runs only and names its socket in
-  CMR_RD_WARM_SOCKET, which every job inherits. Cluster jobs (SLURM_JOB_ID set) never use one:
+- The Snakefile starts a zygote in `onstart` for local runs that will run a job of RULES, and
+  names its socket in CMR_RD_WARM_SOCKET, which every job inherits. The socket listens before
+  the zygote preloads, so a job that asks at once waits for its fork rather than importing
+  everything itself beside the zygote. Cluster jobs (SLURM_JOB_ID set) never use one:
   their work must run inside the scheduler's allocation. CMR_RD_WARM=0 turns it off.
 
 What a forked child computes is what a fresh process computes: the same code, the same
@@ -64,6 +66,9 @@ PRELOAD = (
     "trl.trainer.sft_trainer",
 )
 _HEADER = struct.Struct("!Q")
+# The rules whose jobs fork from the zygote (their scripts call `call`, or start a training child
+# through cmr_rd.model.runtime, which calls `run`); tests/test_warm.py keeps the list complete.
+RULES = frozenset({"foundation", "align", "sft", "sft_check", "gppo_train", "evaluate"})
 
 
 def enabled(environ=None) -> bool:
@@ -241,71 +246,88 @@ _BASE_PATH: list[str] = []
 
 
 def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
-    """Preload, then fork a child per request until the parent is gone or idle_s pass idle."""
+    """Listen, preload, then fork a child per request until the parent is gone or idle_s pass
+    idle. The socket is there before the preloading: a job that starts meanwhile waits in the
+    backlog for its fork instead of importing everything a second time beside the zygote."""
     own = {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
     _BASE_PATH[:] = [p for p in sys.path[1:] if p not in own]
-    for name in PRELOAD:
-        importlib.import_module(name)
-    if threading.active_count() != 1:  # forking a process with threads can deadlock its children
-        raise RuntimeError(f"preloading started {threading.active_count() - 1} thread(s)")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(64)
-    selector = selectors.DefaultSelector()
-    selector.register(server, selectors.EVENT_READ)
-    children: dict[int, socket.socket] = {}
-    last_busy = time.monotonic()
     try:
-        while os.getppid() == parent:
-            for _ in selector.select(timeout=0.05):
-                conn, _ = server.accept()
-                try:
-                    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
-                    request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
-                except (OSError, ValueError, struct.error):
-                    conn.close()
-                    continue
-                if request.get("interpreter") != _interpreter():
-                    # A job in another environment (--sdm conda, a container) must run its own
-                    # interpreter: closing without a pid tells the caller to start one.
-                    for fd in fds:
-                        os.close(fd)
-                    conn.close()
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    server.close()
-                    conn.close()
-                    _child(request, fds)
-                for fd in fds:
-                    os.close(fd)
-                conn.sendall(f"{pid}\n".encode())
-                children[pid] = conn
-            while children:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-                if pid == 0:
-                    break
-                conn = children.pop(pid, None)
-                if conn is not None:
-                    code = os.waitstatus_to_exitcode(status)
-                    try:
-                        conn.sendall(f"{128 - code if code < 0 else code}\n".encode())
-                    except OSError:
-                        pass
-                    conn.close()
-            if children:
-                last_busy = time.monotonic()
-            elif time.monotonic() - last_busy > idle_s:
-                break
+        for name in PRELOAD:
+            importlib.import_module(name)
+        if threading.active_count() != 1:  # forking with threads can deadlock the children
+            raise RuntimeError(f"preloading started {threading.active_count() - 1} thread(s)")
+        _serve(server, parent, idle_s)
     finally:
         server.close()
         Path(path).unlink(missing_ok=True)
 
 
+def _serve(server: socket.socket, parent: int, idle_s: float) -> None:
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    last_busy = time.monotonic()
+    while os.getppid() == parent:
+        for _ in selector.select(timeout=0.05):
+            conn, _ = server.accept()
+            try:
+                header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
+                request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
+            except (OSError, ValueError, struct.error):
+                conn.close()
+                continue
+            if request.get("interpreter") != _interpreter():
+                # A job in another environment (--sdm conda, a container) must run its own
+                # interpreter: closing without a pid tells the caller to start one.
+                for fd in fds:
+                    os.close(fd)
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                conn.close()
+                _child(request, fds)
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(f"{pid}\n".encode())
+            children[pid] = conn
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            conn = children.pop(pid, None)
+            if conn is not None:
+                code = os.waitstatus_to_exitcode(status)
+                try:
+                    conn.sendall(f"{128 - code if code < 0 else code}\n".encode())
+                except OSError:
+                    pass
+                conn.close()
+        if children:
+            last_busy = time.monotonic()
+        elif time.monotonic() - last_busy > idle_s:
+            break
+
+
 # ---------------------------------------------------------------------------------------------
 # Starting and stopping one (the Snakefile's onstart/onsuccess/onerror)
+
+
+def needed(workflow: object) -> bool:
+    """Whether Snakemake is about to run a job of RULES. A run without one (a report or judge
+    rerun, the cohort alone) would pay the zygote's imports (5 s of CPU) for nothing. Read from
+    Snakemake's DAG, an internal API: where it cannot be read, assume so."""
+    try:
+        planned = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    except Exception:
+        return True
+    return bool(planned & RULES)
 
 
 def start() -> subprocess.Popen | None:
@@ -316,10 +338,12 @@ def start() -> subprocess.Popen | None:
         return None
     folder = Path(tempfile.gettempdir())
     for stale in folder.glob("cmr-rd-warm-*.sock"):  # a zygote killed with SIGKILL leaves one
-        owner = stale.stem.rsplit("-", 1)[-1]
+        owner = stale.stem.split("-")[3]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             stale.unlink(missing_ok=True)
-    path = folder / f"cmr-rd-warm-{os.getpid()}.sock"
+    # The caller's pid (for the clean-up above), and a part of its own: two zygotes of one process
+    # (a test's and a fixture's) never share a socket.
+    path = folder / f"cmr-rd-warm-{os.getpid()}-{os.urandom(4).hex()}.sock"
     if len(str(path)) > 100:  # a Unix socket's path is at most 107 bytes
         return None
     zygote = subprocess.Popen(
