@@ -46,6 +46,8 @@ def zygote(tmp_path_factory):
     while not path.exists() and time.monotonic() < deadline:
         assert process.poll() is None, "the zygote exited while preloading"
         time.sleep(0.2)
+    with open(os.devnull, "w") as null:  # served once it has preloaded: the tests start then
+        assert warm.run(["-m", "warmchild"], null.fileno(), null.fileno()) == 0
     yield lib
     warm.stop(process)
     assert process.wait(timeout=10) is not None and not path.exists()
@@ -210,3 +212,38 @@ def test_the_rules_that_fork_are_the_rules_whose_scripts_call_the_zygote(repo):
             if "warm.call(" in code or "train_in_run_folder(" in code:
                 forking.add(here.group(1))
     assert forking == warm.RULES
+
+
+def test_a_caller_killed_while_the_zygote_preloads_gets_no_fork(tmp_path, monkeypatch):
+    """A job killed while it waits in the backlog (preemption, Ctrl-C) must not leave a fork that
+    runs its work without it."""
+    monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "marker.py").write_text(
+        "import pathlib, sys\npathlib.Path(sys.argv[1]).write_text('ran')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]))
+    process = warm.start()
+    try:
+        path = Path(os.environ[warm.SOCKET_ENV])
+        while not path.exists():
+            assert process.poll() is None
+            time.sleep(0.005)
+        killed, served = tmp_path / "killed.txt", tmp_path / "served.txt"
+        caller = subprocess.Popen(
+            [sys.executable, "-c", "from cmr_rd import warm; print('asking', flush=True); "
+             f"warm.run(['-m', 'marker', {str(killed)!r}], 1, 2)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert caller.stdout.readline().strip() == "asking"
+        time.sleep(0.3)  # the request is in the zygote's backlog
+        assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()  # still preloading
+        caller.kill()
+        caller.wait()
+        with open(os.devnull, "w") as null:
+            code = warm.run(["-m", "marker", str(served)], null.fileno(), null.fileno())
+        assert code == 0 and served.read_text() == "ran"  # served after the killed request
+        assert not killed.exists()
+    finally:
+        warm.stop(process)

@@ -35,6 +35,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import selectors
 import signal
 import socket
@@ -267,6 +268,12 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
         Path(path).unlink(missing_ok=True)
 
 
+def _caller_gone(conn: socket.socket) -> bool:
+    """The caller sends nothing after its request, so a readable connection is a closed one."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+
+
 def _serve(server: socket.socket, parent: int, idle_s: float) -> None:
     selector = selectors.DefaultSelector()
     selector.register(server, selectors.EVENT_READ)
@@ -288,6 +295,11 @@ def _serve(server: socket.socket, parent: int, idle_s: float) -> None:
                     os.close(fd)
                 conn.close()
                 continue
+            if _caller_gone(conn):  # it waited while the zygote preloaded, and was killed
+                for fd in fds:
+                    os.close(fd)
+                conn.close()
+                continue
             pid = os.fork()
             if pid == 0:
                 server.close()
@@ -295,7 +307,12 @@ def _serve(server: socket.socket, parent: int, idle_s: float) -> None:
                 _child(request, fds)
             for fd in fds:
                 os.close(fd)
-            conn.sendall(f"{pid}\n".encode())
+            try:
+                conn.sendall(f"{pid}\n".encode())
+            except OSError:  # the caller died just now: its work must not go on without it
+                _kill(pid, signal.SIGTERM)
+                conn.close()
+                continue
             children[pid] = conn
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
