@@ -8,8 +8,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,27 +149,102 @@ def test_a_caller_with_another_interpreter_starts_its_own(zygote, tmp_path, monk
     assert warm.run(["-m", "warmchild"], 1, 2) is None
 
 
-def test_a_job_that_asks_while_the_zygote_preloads_waits_for_its_fork(tmp_path, monkeypatch):
-    """The socket listens before the imports: a job that starts at once is forked once the
-    zygote is ready, rather than importing torch a second time beside it."""
+GATE = """
+import os, time
+while not os.path.exists(os.environ["PRELOAD_GATE"]):  # the test opens it
+    time.sleep(0.01)
+"""
+
+
+def gated_zygote(tmp_path, monkeypatch, **modules: str) -> tuple[subprocess.Popen, Path]:
+    """A zygote whose preloading waits, before torch, until the test creates the gate file: the
+    tests below then know its state instead of racing its imports (a CI machine had finished
+    preloading before a 0.3 s sleep ended)."""
     monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
     lib = tmp_path / "lib"
     lib.mkdir()
-    (lib / "warmchild.py").write_text(CHILD)
+    for name, code in {"preloadgate": GATE, **modules}.items():
+        (lib / f"{name}.py").write_text(code)
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("PRELOAD_GATE", str(gate))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]))
-    process = warm.start()
+    path = tmp_path / "zygote.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cmr_rd import warm; "
+         "warm.PRELOAD = ('preloadgate', *warm.PRELOAD); sys.exit(warm.main(sys.argv[1:]))",
+         "serve", "--socket", str(path), "--parent", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    monkeypatch.setenv(warm.SOCKET_ENV, str(path))
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    return process, gate
+
+
+def torch_loaded(process: subprocess.Popen) -> bool:
+    return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+
+
+def test_a_job_that_asks_while_the_zygote_preloads_waits_for_its_fork(tmp_path, monkeypatch):
+    """The socket listens before the imports: a job that starts at once is forked once the
+    zygote is ready, rather than importing torch a second time beside it."""
+    process, gate = gated_zygote(tmp_path, monkeypatch, warmchild=CHILD)
+    sent = threading.Event()
+    sendall = socket.socket.sendall
+
+    def noting(self, data, *args):
+        sendall(self, data, *args)
+        sent.set()
+
+    monkeypatch.setattr(socket.socket, "sendall", noting)
+    outcome = {}
+
+    def ask():
+        outcome["code"], outcome["child"], _ = run_child(tmp_path, "early")
+
+    asking = threading.Thread(target=ask)
     try:
-        path = Path(os.environ[warm.SOCKET_ENV])
-        deadline = time.monotonic() + 60
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.005)
-        maps = Path(f"/proc/{process.pid}/maps").read_text()
-        assert "libtorch" not in maps  # listening, torch not imported yet
-        code, child, _ = run_child(tmp_path, "early")
-        assert code == 0 and child["argv"] == ["early"]  # forked: None would be "start your own"
-        assert "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+        assert not torch_loaded(process)  # listening, torch not imported yet
+        asking.start()
+        assert sent.wait(60)  # the request is in the zygote's backlog
+        assert not torch_loaded(process) and asking.is_alive()
+        gate.touch()
+        asking.join(120)
+        assert outcome["code"] == 0  # forked: None would be "start your own"
+        assert outcome["child"]["argv"] == ["early"] and torch_loaded(process)
     finally:
+        gate.touch()
+        warm.stop(process)
+
+
+def test_a_caller_killed_while_the_zygote_preloads_gets_no_fork(tmp_path, monkeypatch):
+    """A job killed while it waits in the backlog (preemption, Ctrl-C) must not leave a fork that
+    runs its work without it."""
+    marker = "import pathlib, sys\npathlib.Path(sys.argv[1]).write_text('ran')\n"
+    process, gate = gated_zygote(tmp_path, monkeypatch, marker=marker)
+    try:
+        killed, served = tmp_path / "killed.txt", tmp_path / "served.txt"
+        caller = subprocess.Popen(
+            [sys.executable, "-c", "import socket\nfrom cmr_rd import warm\n"
+             "sendall = socket.socket.sendall\n"
+             "def noting(self, data): sendall(self, data); print('sent', flush=True)\n"
+             "socket.socket.sendall = noting\n"
+             f"warm.run(['-m', 'marker', {str(killed)!r}], 1, 2)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert caller.stdout.readline().strip() == "sent"  # its request is in the backlog
+        assert not torch_loaded(process)  # still preloading
+        caller.kill()
+        caller.wait()
+        gate.touch()
+        with open(os.devnull, "w") as null:
+            code = warm.run(["-m", "marker", str(served)], null.fileno(), null.fileno())
+        assert code == 0 and served.read_text() == "ran"  # served after the killed request
+        assert not killed.exists()
+    finally:
+        gate.touch()
         warm.stop(process)
 
 
@@ -212,38 +289,3 @@ def test_the_rules_that_fork_are_the_rules_whose_scripts_call_the_zygote(repo):
             if "warm.call(" in code or "train_in_run_folder(" in code:
                 forking.add(here.group(1))
     assert forking == warm.RULES
-
-
-def test_a_caller_killed_while_the_zygote_preloads_gets_no_fork(tmp_path, monkeypatch):
-    """A job killed while it waits in the backlog (preemption, Ctrl-C) must not leave a fork that
-    runs its work without it."""
-    monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "marker.py").write_text(
-        "import pathlib, sys\npathlib.Path(sys.argv[1]).write_text('ran')\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]))
-    process = warm.start()
-    try:
-        path = Path(os.environ[warm.SOCKET_ENV])
-        while not path.exists():
-            assert process.poll() is None
-            time.sleep(0.005)
-        killed, served = tmp_path / "killed.txt", tmp_path / "served.txt"
-        caller = subprocess.Popen(
-            [sys.executable, "-c", "from cmr_rd import warm; print('asking', flush=True); "
-             f"warm.run(['-m', 'marker', {str(killed)!r}], 1, 2)"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert caller.stdout.readline().strip() == "asking"
-        time.sleep(0.3)  # the request is in the zygote's backlog
-        assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()  # still preloading
-        caller.kill()
-        caller.wait()
-        with open(os.devnull, "w") as null:
-            code = warm.run(["-m", "marker", str(served)], null.fileno(), null.fileno())
-        assert code == 0 and served.read_text() == "ran"  # served after the killed request
-        assert not killed.exists()
-    finally:
-        warm.stop(process)
