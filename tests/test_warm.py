@@ -26,6 +26,7 @@ import json, os, sys, time
 fresh = "cmr_rd.numerics" not in sys.modules  # the zygote's copy was forgotten
 import cmr_rd.numerics
 if sys.argv[1:2] == ["sleep"]:
+    print("sleeping", flush=True)
     time.sleep(60)
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "marker": os.environ.get("MARKER"),
                   "fresh": fresh, "pins": os.environ.get("ATEN_CPU_CAPABILITY")}))
@@ -99,8 +100,11 @@ def test_sigterm_reaches_the_child(zygote, tmp_path):
         "import sys\nfrom cmr_rd import warm\n"
         "sys.exit(warm.run(['-m', 'warmchild', 'sleep'], 1, 2))\n"
     )
-    client = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ))
-    time.sleep(3)
+    client = subprocess.Popen(
+        [sys.executable, str(script)], env=dict(os.environ), stdout=subprocess.PIPE, text=True
+    )
+    assert client.stdout.readline().strip() == "sleeping"  # the fork runs
+    time.sleep(0.5)  # the client has read its pid and forwards SIGTERM (microseconds after)
     assert client.poll() is None
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=30) == 128 + signal.SIGTERM
