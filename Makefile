@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/phi_recall.py
 	$(BIN)/python benchmarks/gpu_step.py
 	$(BIN)/python benchmarks/predict.py
+	$(BIN)/python benchmarks/token_readout.py
 
 # ARTIFACT, not PATH: make would export a PATH override to every recipe's shell.
 ARTIFACT ?= results/report/table5.csv
