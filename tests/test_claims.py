@@ -71,7 +71,7 @@ def test_claims_table_judges_every_claim_from_the_rows():
         _tables(ts_cam=[0.8, 0.82, 0.78]), {"TS": [0.4, 0.42, 0.38], "full": [0.1, 0.1, 0.12]}
     )
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
-    assert len(frame) == len(claims.TABLE_CLAIMS) + 1
+    assert len(frame) == len(claims.TABLE_CLAIMS) + 2
     assert verdicts["S1+S2 > S2 only on ACC (Table 5)"] == claims.HOLDS
     assert verdicts["S1+S2 > S1 only on ACC (Table 5)"] == claims.HOLDS  # 0.75 against 0.60
     # none is the untrained backbone: a fixed reference (std 0), not a one-seed sample.
@@ -129,6 +129,21 @@ def test_claims_carry_a_paired_bootstrap_interval_and_p_value():
     )
     fig5 = frame.loc["TS > full on the CAM+LVNC share of GPPO batches (Fig. 5)"]
     assert fig5[["difference_ci_lo", "difference_ci_hi", "p_value"]].isna().all()
+    # The rare classes' mean: its sides need the per-seed rows, its interval the draws.
+    rare = frame.loc[claims.RARE_MEAN_CLAIM]
+    assert rare[["left_mean", "right_mean"]].isna().all() and rare["verdict"] == claims.NOT_SHOWN
+    assert rare["difference_ci_lo"] == pytest.approx(0.02) and rare["p_value"] < 0.01
+    with_rows = claims.claims_table(
+        _tables(ts_cam=[0.8, 0.82, 0.78]), {}, draws, _rows(ts_cam=[0.8, 0.82, 0.78])
+    ).set_index("claim")
+    rare = with_rows.loc[claims.RARE_MEAN_CLAIM]
+    # Per seed (CAM + LVNC) / 2: TS 0.700, 0.715, 0.685; full 0.30, 0.31, 0.29.
+    assert rare["left_mean"] == pytest.approx(0.70) and rare["right_mean"] == pytest.approx(0.30)
+    assert rare["left_std"] == pytest.approx(0.015) and rare["verdict"] == claims.HOLDS
+    assert rare["difference_ci_hi"] == pytest.approx(0.02)  # the draws' mean of the two classes
+    noisy = claims.claims_table(_tables([0.9, 0.0, 0.3]), {}, None, _rows([0.9, 0.0, 0.3]))
+    # TS 0.750, 0.305, 0.445 (std 0.228) against full 0.30: a difference of 0.20 is not shown.
+    assert noisy.set_index("claim").loc[claims.RARE_MEAN_CLAIM, "verdict"] == claims.NOT_SHOWN
     # The verdicts are the seed-spread verdicts, unchanged by the bootstrap.
     plain = claims.claims_table(_tables(ts_cam=[0.8, 0.82, 0.78]), {"TS": [0.4], "full": [0.1]})
     assert list(plain["verdict"]) == list(frame["verdict"])
@@ -174,7 +189,7 @@ def test_targets_read_significance_base_naming_and_rollout_health():
     rows = _rows(ts_cam=[0.8, 0.82, 0.78])
     rows["table5"][0] = ("none", [{**_metrics(0.2), "parse_rate": 0.9}])
     checked = pd.DataFrame(
-        {"claim": list(claims.SIGNIFICANT), "p_value": [0.001, 0.2, 0.04, float("nan")]}
+        {"claim": list(claims.SIGNIFICANT), "p_value": [0.001, 0.2, 0.04, 0.03, float("nan")]}
     )
     frame = claims.targets_table(rows, checked, rollout_format_valid=0.9).set_index("target")
     verdict = frame["verdict"]
@@ -185,6 +200,16 @@ def test_targets_read_significance_base_naming_and_rollout_health():
     assert verdict["S1+S2 > S1 only on ACC: paired bootstrap p < 0.05"] == claims.MET
     assert verdict["TS > full on CAM accuracy: paired bootstrap p < 0.05"] == claims.NOT_MET
     assert verdict["TS > full on LVNC accuracy: paired bootstrap p < 0.05"] == claims.MET
+    assert verdict["TS > full on mean(CAM, LVNC) accuracy: paired bootstrap p < 0.05"] == "met"
+    # The issue's rare-class target: CAM's row is not significant, their mean is.
+    rare = "TS > full on the rare classes: p < 0.05 on both CAM and LVNC, or on their mean"
+    assert verdict[rare] == claims.MET
+    for p_values, expected in (([0.001, 0.01, 0.04, 0.2, 0.5], claims.MET),  # both rows
+                               ([0.001, 0.2, 0.04, 0.2, 0.5], claims.NOT_MET)):  # fmt: skip
+        other = pd.DataFrame({"claim": list(claims.SIGNIFICANT), "p_value": p_values})
+        assert (
+            claims.targets_table(rows, other).set_index("target").loc[rare, "verdict"] == expected
+        )
     # No p-value (a side not run) and no rollout record are not met: nothing passes unmeasured.
     assert verdict["IoU reward on > off on MI mean IoU: paired bootstrap p < 0.05"] == "not met"
     bare = claims.targets_table(rows).set_index("target")["verdict"]

@@ -70,7 +70,7 @@ def main(sm) -> None:
             for row, paths in sm.params.claims_quotas.items()
         }
         paired = {t: tables.row_draws(config_rows[t], boot.slice) for t in config_rows}
-        checked = claims.claims_table(built, shares, paired)
+        checked = claims.claims_table(built, shares, paired, rows)
         # The paper's Fig. 3 claim, from the judge's ratings (its own verdict rule).
         judged = judge_summary.claims_table_rows(pd.read_csv(sm.input.judge_claim))
         checked = pd.concat([checked, judged], ignore_index=True)
