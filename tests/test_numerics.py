@@ -3,6 +3,7 @@ choose, and different ones without the pins, so the pins are what makes them the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -155,3 +156,33 @@ def test_a_bad_mode_stops_a_cli_with_one_line():
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip() == "error: CMR_RD_NUMERICS='fast': expected one of pinned, native"
+
+
+def test_the_benchmarks_third_mode_pins_everything_but_mkl():
+    """benchmarks/numerics.py attributes the pins' cost by running with every pin but MKL_CBWR:
+    in native mode, so `import cmr_rd` leaves the environment alone, and the child's own record
+    shows ATen at AVX2 and MKL unpinned."""
+    benchmarks = str(Path(__file__).parents[1] / "benchmarks")
+    path = list(sys.path)
+    try:  # the script puts its folder on sys.path for train_step; leave no trace of it here
+        spec = importlib.util.spec_from_file_location(
+            "numerics_benchmark", f"{benchmarks}/numerics.py"
+        )
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path[:] = path
+        sys.modules.pop("train_step", None)
+    WITHOUT_MKL, child_env = bench.WITHOUT_MKL, bench.child_env
+    code = "import cmr_rd, json, torch; from cmr_rd import numerics; print(json.dumps(numerics.record()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(WITHOUT_MKL), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.splitlines()[-1])
+    assert record["mode"] == "native"
+    assert record["pins"] == {**numerics.PINS, "MKL_CBWR": None}
+    if numerics.cpu()["avx2"]:
+        assert record["torch"]["cpu_capability"] == "AVX2"
+    assert child_env("pinned")[numerics.MODE_ENV] == "pinned"
+    assert "MKL_CBWR" not in child_env("pinned")  # the child's own import sets every pin
