@@ -308,3 +308,32 @@ def test_readme_digests_match_the_demos_files(demo_root):
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             wrong.append(f"{name}: {hashlib.sha256(path.read_bytes()).hexdigest()}")
     assert not wrong, "README digests that differ from the demo's files:\n  " + "\n  ".join(wrong)
+
+
+def _targets_block(targets_csv: Path) -> str:
+    """The README's summary of the demo's targets: how many are met, and every one that is not,
+    with our figure and the required one, as results/report/targets.csv has them."""
+    import pandas as pd
+
+    frame = pd.read_csv(targets_csv)
+    missed = frame[frame["verdict"] != "met"]
+
+    def number(x) -> str:
+        return "–" if pd.isna(x) else f"{x:.3f}"
+
+    lines = [
+        f"**The demo's targets** (`results/report/targets.csv`): {len(frame) - len(missed)} of "
+        f"{len(frame)} met. Not met:",
+        "",
+        "| target | ours | required |",
+        "|:---|---:|---:|",
+        *(f"| {r.target} | {number(r.ours)} | {number(r.required)} |" for r in missed.itertuples()),
+    ]
+    return "\n".join(lines)
+
+
+def test_readme_says_which_targets_the_demo_missed(demo_root):
+    block = _targets_block(demo_root / "results/report/targets.csv")
+    assert block in README.read_text(encoding="utf-8"), (
+        "README.md's targets summary is not results/report/targets.csv's; paste it again:\n" + block
+    )
