@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from cmr_rd.model import masks
 from cmr_rd.model.backbone import (
     BackboneError,
     check_image_size,
@@ -217,6 +218,8 @@ def make_trainer(
     from trl import SFTConfig
 
     trainer_class = _counting_trainer_class()
+    # transformers' assistant-mask loop took 7% of a cold start: the same masks, on arrays.
+    masks.install()
     args = SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
