@@ -181,7 +181,8 @@ def markdown(frame: pd.DataFrame, title: str, boot=None, judged: bool = False) -
         "",
         "`holds`: the mean difference exceeds the combined std over seeds; `not shown`: it does "
         "not, or a side has fewer than 2 seeds (`none`, the untrained backbone, is a fixed "
-        "reference with std 0). Computed from the tables above and the GPPO quota records.",
+        "reference with std 0). Computed from the tables above (the rare classes' mean from "
+        "Table 2's per-seed metrics) and the GPPO quota records.",
         "",
         f"95% CI and p: paired bootstrap over {resamples} (stratified by class; both sides "
         "scored on the same resampled test sets), on the difference of the seed means; p is "
