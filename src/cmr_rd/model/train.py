@@ -32,6 +32,7 @@ from cmr_rd.model.backbone import (
     part_of,
     set_trainable,
 )
+from cmr_rd.model.collate import SAMPLE_KEY, CachingCollator
 from cmr_rd.model.lm_head import direct_lm_heads
 from cmr_rd.model.runtime import (
     TrainingRun,
@@ -130,6 +131,11 @@ def _decode(batch: dict[str, list]) -> dict[str, list]:
     return {
         "messages": [json.loads(m) for m in batch["messages_json"]],
         "images": [[open_image(p) for p in paths] for paths in batch["image_paths"]],
+        # What makes a sample itself, for the collator's cache (cmr_rd.model.collate).
+        SAMPLE_KEY: [
+            "\0".join([m, *paths])
+            for m, paths in zip(batch["messages_json"], batch["image_paths"], strict=True)
+        ],
     }
 
 
@@ -241,6 +247,8 @@ def make_trainer(
         trainer = trainer_class(
             model=model, args=args, train_dataset=dataset, processing_class=processor
         )
+    # Each distinct sample is collated once, not once per epoch: the same batches.
+    trainer.data_collator = CachingCollator(trainer.data_collator, processor.tokenizer.pad_token_id)
     # TRL's tiled LM head folds every position in a dozen ops per tile off a GPU: for small
     # logits the direct one is the same maths (cmr_rd.model.lm_head says how much faster).
     direct_lm_heads(trainer, 1.0, ("log_probs", "entropy", "is_top1"))
