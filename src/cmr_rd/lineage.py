@@ -124,9 +124,10 @@ def installed_packages() -> str:
     does), computed once per process: the same environment always gives the same bytes."""
     lines = set()
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
+        metadata = dist.metadata  # parsed on each access: `dist.version` would parse it again
+        name = metadata["Name"]
         if name:  # a broken install can leave metadata without a name
-            lines.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={dist.version}")
+            lines.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={metadata['Version']}")
     return "".join(f"{line}\n" for line in sorted(lines))
 
 

@@ -126,9 +126,21 @@ def update(
 def density(posterior: Posterior, cls: str, x: np.ndarray) -> np.ndarray:
     if cls not in posterior.alpha:
         raise ValueError(f"class {cls!r} not in posterior {posterior.classes}")
-    from scipy import stats  # here: 1.1 s of import that the 60 quota and posterior jobs skip
+    # The Beta pdf in closed form: scipy.stats costs 0.7-1.1 s of import in every figures job.
+    a, b = posterior.alpha[cls], posterior.beta[cls]
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pdf = (
+            math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+            + _xlogy(a - 1.0, x) + _xlogy(b - 1.0, 1.0 - x)
+        )  # fmt: skip
+        pdf = np.exp(log_pdf)
+    return np.where((x < 0.0) | (x > 1.0), 0.0, pdf)
 
-    return stats.beta.pdf(np.asarray(x, dtype=float), posterior.alpha[cls], posterior.beta[cls])
+
+def _xlogy(c: float, v: np.ndarray) -> np.ndarray:
+    """c * log(v), and 0 where c is 0 (so Beta(1, b) is b at 0, not 0 * -inf)."""
+    return np.zeros_like(v) if c == 0 else c * np.log(v)
 
 
 def load_prior(paths: list[str] | list[Path]) -> Posterior:

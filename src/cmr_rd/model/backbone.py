@@ -34,6 +34,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from cmr_rd.format import TAGS
+from cmr_rd.model import token_check
 from cmr_rd.stage import looks_like_path
 
 FORMAT_TAGS: tuple[str, ...] = TAGS
@@ -332,6 +333,8 @@ def load_backbone(
             f"backbone {name} has no multimodal processor (AutoProcessor gave "
             f"{type(processor).__name__}); save it with processor.save_pretrained"
         )
+    # Gemma3's image-token check looped over every token in Python: the same check, vectorised.
+    token_check.install()
     return model, processor
 
 

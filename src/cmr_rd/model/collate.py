@@ -6,13 +6,14 @@ and resizes and normalises the image for every sample of every batch: 7% of a co
 each of its 120 samples about 27 times, the foundation's language phase each question about 7
 times.
 
-`CachingCollator` wraps TRL's collator: it collates each sample alone the first time it sees it
-(keyed by `SAMPLE_KEY`, the record's messages and image paths, which `build_dataset`'s transform
-adds), keeps the result, and builds a batch by right-padding the cached rows as TRL's batch call
-pads them (token ids with the pad id, attention and token types with 0, labels with -100) and
-stacking the images. A batch is the same tensors either way (`tests/test_collate.py`); whatever
-it cannot rebuild exactly (another padding side, `pad_to_multiple_of`, an unknown key) goes to
-TRL's collator whole, as before.
+`CachingCollator` wraps TRL's collator. The samples of a batch it has not seen yet go to TRL's
+collator together, as one batch (one sample at a time costs 1.4x more), and each one's rows are
+cut out of the result and kept, keyed by `SAMPLE_KEY` (the record's messages and image paths,
+which `build_dataset`'s transform adds). A batch is then the cached rows right-padded as TRL pads
+them (token ids with the pad id, attention and token types with 0, labels with -100), with the
+images stacked: the same tensors as TRL's own call on the batch (`tests/test_collate.py`).
+Whatever it cannot rebuild exactly (left padding, `pad_to_multiple_of`, an unknown key, several
+pixel rows per image) goes to TRL's collator whole, as before.
 """
 
 from __future__ import annotations
@@ -44,34 +45,55 @@ class CachingCollator:
         plain = [{k: v for k, v in example.items() if k != SAMPLE_KEY} for example in examples]
         if not self.exact or any(key is None for key in keys):
             return self.collator(plain)
-        rows = []
+        found = {key: self.rows[key] for key in keys if key in self.rows}
+        missing = {}
         for key, example in zip(keys, plain, strict=True):
-            row = self.rows.get(key)
-            if row is None:
-                row = dict(self.collator([example]))
-                if not self._rebuildable(row):
-                    self.exact = False
-                    return self.collator(plain)
+            if key not in found:
+                missing.setdefault(key, example)
+        if missing:
+            fresh = self._split(
+                self.collator(list(missing.values())),
+                [len(example.get("images") or []) for example in missing.values()],
+            )
+            if fresh is None:
+                self.exact = False
+                return self.collator(plain)
+            for key, row in zip(missing, fresh, strict=True):
+                found[key] = row
                 if len(self.rows) >= self.max_samples:
                     self.rows.popitem(last=False)
                 self.rows[key] = row
-            rows.append(row)
-        return self._batch(rows)
+        return self._batch([found[key] for key in keys])
 
-    def _rebuildable(self, row: dict[str, Any]) -> bool:
-        known = {"input_ids", *PAD_VALUES, *STACKED}
-        if not set(row) <= known or "input_ids" not in row or "attention_mask" not in row:
-            return False
-        length = row["input_ids"].shape
-        return (
-            all(
-                isinstance(value, torch.Tensor) and (key in STACKED or value.shape == length)
-                for key, value in row.items()
-            )
-            and len(length) == 2
-            and length[0] == 1
-            and bool(row["attention_mask"].all())
-        )
+    def _split(self, batch: Any, images: list[int]) -> list[dict[str, torch.Tensor]] | None:
+        """Each sample's own rows of a batch TRL collated, or None when it cannot be exact."""
+        batch = dict(batch)
+        ids, attention = batch.get("input_ids"), batch.get("attention_mask")
+        if not isinstance(ids, torch.Tensor) or not isinstance(attention, torch.Tensor):
+            return None
+        if not set(batch) <= {"input_ids", *PAD_VALUES, *STACKED} or ids.dim() != 2:
+            return None
+        for key, value in batch.items():
+            if not isinstance(value, torch.Tensor):
+                return None
+            if key in STACKED and value.shape[0] != sum(images):
+                return None  # several pixel rows per image (pan and scan): not cut here
+            if key not in STACKED and value.shape != ids.shape:
+                return None
+        lengths = attention.sum(dim=1).tolist()
+        rows, first_image = [], 0
+        for i, (length, count) in enumerate(zip(lengths, images, strict=True)):
+            if not bool(attention[i, :length].all()):
+                return None  # not right padding
+            row = {}
+            for key, value in batch.items():
+                if key in STACKED:
+                    row[key] = value[first_image : first_image + count].clone()
+                else:
+                    row[key] = value[i : i + 1, :length].clone()
+            rows.append(row)
+            first_image += count
+        return rows
 
     def _batch(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         width = max(row["input_ids"].shape[1] for row in rows)
