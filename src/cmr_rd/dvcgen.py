@@ -335,7 +335,7 @@ def generate(
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "cmr_rd.dvcrun", *args], cwd=cwd, capture_output=True, text=True
     )
     log.info("dvc %s: %s", " ".join(args), (result.stdout + result.stderr).strip() or "ok")
     if result.returncode != 0:
