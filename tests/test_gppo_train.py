@@ -32,7 +32,7 @@ from cmr_rd.gppo.train import (
 )
 from cmr_rd.model.backbone import TinyConfig, build_tiny, load_backbone
 from cmr_rd.model.train import TrainInputError
-from test_train import _corpus, _env, make_rings
+from test_train import PROCESSOR_FILES, _corpus, _env, make_rings
 
 B, G = 4, 4
 
@@ -296,6 +296,8 @@ def test_a_resumed_phase_ends_with_the_uninterrupted_phases_weights(tiny, prompt
     assert json.loads((resumed / "train_summary.json").read_text())["resumed_from_step"] == 2
     weights = "final/model.safetensors"
     assert (resumed / weights).read_bytes() == (whole / weights).read_bytes()
+    for name in PROCESSOR_FILES:  # the processor of the model it started from, not the checkpoint's
+        assert (resumed / "final" / name).read_bytes() == (whole / "final" / name).read_bytes()
 
     def completions_after_step_2(out: Path) -> list[str]:
         rows = [json.loads(x) for x in (out / "batches.jsonl").read_text().splitlines()]

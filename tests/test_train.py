@@ -281,9 +281,17 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(tiny, rings, tmp
     assert json.loads((resumed / "train_summary.json").read_text())["resumed_from_step"] == 3
     weights = "final/model.safetensors"
     assert (resumed / weights).read_bytes() == (whole / weights).read_bytes()
+    # And its processor is the uninterrupted run's, not the checkpoint's (which carries the
+    # collator's padding settings), so what a later stage digests is the same too.
+    for name in PROCESSOR_FILES:
+        assert (resumed / "final" / name).read_bytes() == (whole / "final" / name).read_bytes()
     # The per-step log comes from the checkpoint's log history plus the steps trained since: the
     # resumed run's loss.csv is the uninterrupted run's, steps 1-3 included.
     assert (resumed / "loss.csv").read_bytes() == (whole / "loss.csv").read_bytes()
+
+
+PROCESSOR_FILES = ("tokenizer_config.json", "tokenizer.json", "processor_config.json",
+                   "chat_template.jinja")  # fmt: skip
 
 
 def _free_port() -> int:

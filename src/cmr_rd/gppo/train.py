@@ -508,10 +508,13 @@ def make_trainer(
     return trainer
 
 
-def load_policy(model_path: Path, ref_path: Path) -> tuple[torch.nn.Module, Any]:
-    """The phase's starting policy, with its KL reference pointed at `ref_path` (the SFT model)."""
+def load_policy(
+    weights: Path, ref_path: Path, model_path: Path | None = None
+) -> tuple[torch.nn.Module, Any]:
+    """The phase's starting policy (`weights`: the model, or the checkpoint a resumed phase
+    continues; its processor from `model_path`), its KL reference at `ref_path` (the SFT model)."""
     try:
-        model, processor = load_backbone(str(model_path))
+        model, processor = load_backbone(str(weights), processor_from=str(model_path or weights))
         check_image_size(processor, model)
         if not Path(ref_path).is_dir():
             raise BackboneError(f"KL reference checkpoint not found: {ref_path}")
@@ -551,7 +554,7 @@ def train_phase(
                 f"{cfg.batch_prompts}; TRL would drop the short last batch"
             )
         set_cpu_threads(cfg.threads)
-        model, processor = load_policy(run.weights(model_path), ref_path)
+        model, processor = load_policy(run.weights(model_path), ref_path, model_path)
         family = family_of(model)
 
         from accelerate import PartialState

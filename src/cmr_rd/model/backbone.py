@@ -292,12 +292,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_backbone(
-    name_or_path: str, dtype: torch.dtype | None = None
+    name_or_path: str, dtype: torch.dtype | None = None, processor_from: str | None = None
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Model and processor from a local folder or a cached hub id, or one clear BackboneError.
 
     The config is read first so a text-only model is refused by name instead of failing deep in
-    AutoModelForImageTextToText with a page of traceback.
+    AutoModelForImageTextToText with a page of traceback. `processor_from`: where the processor
+    comes from when not from the weights' folder. A resumed run takes its weights from its
+    checkpoint and its processor from the model it started from: a checkpoint's processor files
+    carry the collator's padding settings (`max_length`, `pad_to_multiple_of`), and its `final/`
+    would differ byte for byte from an uninterrupted run's.
     """
     name = str(name_or_path)
     path = Path(name).expanduser()
@@ -324,7 +328,7 @@ def load_backbone(
         )
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(processor_from or source)
     except (OSError, ValueError, KeyError) as exc:
         raise BackboneError(f"cannot load backbone {name} [{where}]: {_first_line(exc)}") from exc
     if not isinstance(processor, ProcessorMixin):

@@ -267,7 +267,9 @@ def train(model_path: Path, dataset_jsonl: Path, out_dir: Path, cfg: TrainConfig
         if cfg.balance_classes:
             records = balance_by_label(records, str(dataset_jsonl))
         try:
-            model, processor = load_backbone(str(run.weights(model_path, lora=cfg.lora)))
+            model, processor = load_backbone(
+                str(run.weights(model_path, lora=cfg.lora)), processor_from=str(model_path)
+            )
             family = family_of(model)
             check_image_size(processor, model)
             parts = STAGE_PARTS[cfg.stage] + (("vision",) if cfg.train_vision else ())
