@@ -6,7 +6,9 @@ Where the time went, from Snakemake's log (cmr_rd.schedule): each rule's jobs an
 share of the cores' time that jobs held and the CPU time they used, and the critical path.
 Beside it, a machine-speed reference measured in the same run on the demo's own model and data
 (`benchmarks/train_step.py`'s SFT samples/s, the machine otherwise idle), so a time taken on
-another machine can be compared as a ratio.
+another machine can be compared as a ratio; and one that no change to our code moves
+(`benchmarks/machine_speed.py`: a fixed torch MLP's training steps/s), for comparing runs of
+different commits.
 
 Writes results/benchmarks/demo.json and demo.md; --keep DIR copies the demo's results/report
 there. Budget: 10 minutes on 2 cores (issue "The demo in 10 minutes").
@@ -31,6 +33,7 @@ from cmr_rd.devtools import REPO, copy_workflow, snakemake
 from cmr_rd.schedule import latest_log, parse_log, summary
 
 sys.path.insert(0, str(Path(__file__).parent))
+import machine_speed  # noqa: E402
 from train_step import run_stage  # noqa: E402
 
 BUDGET_SECONDS = 600
@@ -89,6 +92,7 @@ def main() -> None:
             rule = {"gppo": "gppo_train", "eval": "evaluate"}.get(first, first)
             per_rule[rule].append(float(row["s"]))
         reference = speed_reference(work, Path(tmp) / "reference")
+        machine = machine_speed.measure()
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)
             shutil.copytree(work / "results/report", args.keep)
@@ -104,6 +108,9 @@ def main() -> None:
         # The demo in units of the reference: the same on a faster or slower machine, if the
         # demo's time scales as SFT does.
         "demo_seconds_x_sft_samples_per_s": round(total * reference["sft_samples_per_s"]),
+        # The same in units of a workload our code does not touch: comparable across commits.
+        "machine_reference": machine,
+        "demo_seconds_x_mlp_steps_per_s": round(total * machine["mlp_steps_per_s"]),
         "html_report_seconds": round(html_seconds, 1),
         "demo_with_report_seconds": round(total + html_seconds, 1),
         "rule_seconds": {k: [len(v), round(sum(v), 1)] for k, v in sorted(per_rule.items())},
@@ -123,6 +130,9 @@ def main() -> None:
     rows += [("speed reference: SFT samples/s (40 steps of 16, 1 thread, alone)",
               reference["sft_samples_per_s"])]  # fmt: skip
     rows += [("demo s x reference samples/s", report["demo_seconds_x_sft_samples_per_s"])]
+    rows += [("machine reference: MLP steps/s (benchmarks/machine_speed.py, median of 3)",
+              machine["mlp_steps_per_s"])]  # fmt: skip
+    rows += [("demo s x machine reference steps/s", report["demo_seconds_x_mlp_steps_per_s"])]
     rows += [("CPU time of all jobs (s); use of the cores", f"{report['cpu_seconds']}; "
               f"{report['cpu_use']:.0%}")]  # fmt: skip
     rows += [
