@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/machine_speed.py
 	$(BIN)/python benchmarks/numerics.py
 	$(BIN)/python benchmarks/quota_sim.py
 	$(BIN)/python benchmarks/gppo_step.py

@@ -7,7 +7,8 @@ the kind the demo's jobs do (fp32 matmuls through MKL, elementwise kernels, Adam
 MLP with the tiny backbone's widths, trained on one thread under the pins (`import cmr_rd`) in a
 fresh process; it depends only on the machine and the locked torch.
 
-`python benchmarks/machine_speed.py` prints the steps/s of each round and the median.
+`python benchmarks/machine_speed.py` prints the steps/s of each round and the median, and writes
+them to results/benchmarks/machine_speed.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 STEPS, WARMUP, BATCH, WIDTH = 300, 20, 64, 256
 
@@ -78,11 +80,17 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results/benchmarks"
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.steps)))
         return
-    print(json.dumps(measure(args.rounds, args.steps), indent=1))
+    text = json.dumps(measure(args.rounds, args.steps), indent=1) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "machine_speed.json").write_text(text)
+    print(text, end="")
 
 
 if __name__ == "__main__":
