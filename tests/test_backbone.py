@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -283,6 +284,15 @@ def test_build_is_byte_deterministic(tiny_dir, tmp_path):
     first = _digests(tiny_dir)
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(first)
     assert _digests(again) == first
+
+
+def test_a_loaded_and_saved_processor_does_not_record_the_shell(tiny_dir, tmp_path):
+    """Loading under HF_HUB_OFFLINE (as `make` runs) or without it saves the same processor
+    files: transformers would keep `local_files_only` among the tokenizer's saved kwargs."""
+    _, processor = load_backbone(str(tiny_dir))
+    processor.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved/tokenizer_config.json").read_text())
+    assert "local_files_only" not in saved
 
 
 def test_build_refuses_a_non_square_token_count(tmp_path):

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from cmr_rd.devtools import copy_workflow
+from cmr_rd.lineage import is_wall_clock
 from conftest import REPO
 from slurm_cluster import LoopbackSlurm
 
@@ -45,14 +46,7 @@ TARGETS = (
     "results/eval/s1/seed1/metrics.json",
 )
 GPU_RULES = {"foundation", "align", "sft", "sft_check", "evaluate", "gppo_train"}
-# Files that record wall-clock time, so no two runs agree on them.
-VOLATILE = {"train_summary.json", "trainer_state.json", "timing.json"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
-
-
-def _volatile(path: str) -> bool:
-    name = Path(path).name
-    return name in VOLATILE or name.startswith("events.out.tfevents")
 
 
 def _env(base: dict | None = None) -> dict:
@@ -81,7 +75,7 @@ def _files(root: Path) -> dict[str, Path]:
         p.relative_to(root).as_posix(): p
         for top in ("data", "results")
         for p in sorted((root / top).rglob("*"))
-        if p.is_file() and not _volatile(p.name)
+        if p.is_file() and not is_wall_clock(p.name)
     }
 
 
@@ -89,7 +83,7 @@ def _normalised_manifest(path: Path) -> dict:
     def strip(node):
         if isinstance(node, dict):
             return {
-                k: strip(v) for k, v in node.items() if k != "slurm_job_id" and not _volatile(k)
+                k: strip(v) for k, v in node.items() if k != "slurm_job_id" and not is_wall_clock(k)
             }
         if isinstance(node, list):
             return [strip(v) for v in node]

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cmr_rd import numerics
 
@@ -212,6 +212,16 @@ MANIFEST_GLOBS = ("results/**/*manifest.json", "data/**/manifest.json")
 CORE_KEYS = {
     "rule", "git", "config_sha256", "params", "inputs", "outputs", "output_dirs", "slurm_job_id"
 }  # fmt: skip
+# Outputs that record wall-clock time (the speed a run went at), so no two runs agree on them:
+# comparisons of runs (the SLURM test, `cmr_rd.divergence`) leave them out.
+WALL_CLOCK_FILES = frozenset({"train_summary.json", "trainer_state.json", "timing.json"})
+
+
+def is_wall_clock(path: str) -> bool:
+    name = PurePosixPath(path).name
+    return name in WALL_CLOCK_FILES or name.startswith("events.out.tfevents")
+
+
 # Resumable checkpoint folders beside a train manifest: never the published model.
 RUN_FOLDERS = {"runs"}
 

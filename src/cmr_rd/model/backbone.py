@@ -337,6 +337,11 @@ def load_backbone(
             f"backbone {name} has no multimodal processor (AutoProcessor gave "
             f"{type(processor).__name__}); save it with processor.save_pretrained"
         )
+    # transformers keeps the load's `local_files_only` (true under HF_HUB_OFFLINE) among the
+    # tokenizer's init kwargs and saves it: every model folder's bytes then depended on the shell.
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.init_kwargs.pop("local_files_only", None)
     # Gemma3's image-token check looped over every token in Python: the same check, vectorised.
     token_check.install()
     return model, processor
