@@ -149,3 +149,12 @@ def test_the_tiny_run_agrees_with_its_own_export(tiny_run, tmp_path):
     result = divergence.compare(divergence.export(copy), reference)
     assert _rules(result["first"]) == [data["rule"]] and not result["downstream"]
     assert result["first"][0]["outputs"] == {folder: ["model.safetensors"]}
+
+
+def test_the_published_exports_are_readable(repo):
+    published = sorted((repo / "docs/digests").glob("*.json"))
+    assert published, "docs/digests holds no export"
+    for path in published:
+        jobs = divergence.load_reference(path)["jobs"]
+        assert len(jobs) > 100, f"{path.name}: {len(jobs)} jobs"
+        assert all(job["outputs"] for job in jobs.values()), path.name

@@ -3,8 +3,9 @@
 Every relative link resolves inside the repository (a `#anchor` against the target page's
 headings, as GitHub makes them); every `python -m cmr_rd.X` the pages name answers `--help`;
 every `make X` is a Makefile target; every dotted config key is in config/schema.yaml. Right after
-a `make demo`, the README's Table 5 and its digests are those of results/ (that test skips without
-a demo; CMR_RD_DOCS_DEMO_ROOT points it at another checkout's finished demo). Fast: no workflow
+a `make demo`, the README's Table 5 and its digests are those of results/, read for the CPU vendor
+the demo ran on (that test skips without a demo, or for a vendor the pages have no figures of;
+CMR_RD_DOCS_DEMO_ROOT points it at another checkout's finished demo). Fast: no workflow
 runs, only the named modules' `--help`, side by side.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -287,19 +289,54 @@ def demo_root() -> Path:
     return root
 
 
+# The README's digests come in one block per CPU vendor (`<!-- cpu: GenuineIntel -->`), and its
+# Table 5 names the vendor it was made on: the pinned numerics give the same bytes on one kind of
+# CPU, not across vendors (docs/numerics.md).
+CPU_BLOCK = re.compile(r"<!-- cpu: (\S+) -->\s*```bash\n(.*?)```", re.S)
+TABLE5_CPU = re.compile(r"<!-- table5 cpu: (\S+) -->")
+
+
+def _demo_cpu(root: Path) -> dict:
+    """The CPU the demo's report was made on, as its manifest records it."""
+    manifest = json.loads((root / "results/report/manifest.json").read_text(encoding="utf-8"))
+    cpu = ((manifest.get("environment") or {}).get("numerics") or {}).get("cpu") or {}
+    if not cpu.get("vendor"):
+        pytest.skip("the demo's report manifest records no CPU (made before cmr_rd.numerics)")
+    return cpu
+
+
+def _page_of(demo_root: Path) -> tuple[str, str]:
+    """The page holding the figures of the demo's CPU vendor: the README for the vendor its
+    Table 5 names, else docs/evaluation.md where it has a section for that vendor."""
+    vendor = _demo_cpu(demo_root)["vendor"]
+    readme = README.read_text(encoding="utf-8")
+    if TABLE5_CPU.search(readme).group(1) == vendor:
+        return "README.md", readme
+    page = (REPO / "docs/evaluation.md").read_text(encoding="utf-8")
+    if f"<!-- table5 cpu: {vendor} -->" not in page:
+        pytest.skip(f"no figures of a {vendor} CPU in README.md or docs/evaluation.md")
+    return "docs/evaluation.md", page
+
+
 def test_readme_table5_is_the_demos(demo_root):
     rendered = (demo_root / "results/report/table5.md").read_text(encoding="utf-8")
     table = "\n".join(line for line in rendered.splitlines() if line.startswith("|"))
     assert table.count("\n") >= 2, "results/report/table5.md holds no table"
-    assert table in README.read_text(encoding="utf-8"), (
-        "README.md's Table 5 is not results/report/table5.md's; paste it again:\n" + table
+    name, page = _page_of(demo_root)
+    assert table in page, (
+        f"{name}'s Table 5 is not results/report/table5.md's; paste it again:\n" + table
     )
 
 
 def test_readme_digests_match_the_demos_files(demo_root):
     block = DIGESTS.search(README.read_text(encoding="utf-8")).group(1)
-    listed = re.findall(r"^([0-9a-f]{64}) [ *](\S+)$", block, re.M)
-    assert listed, "no `sha256sum` lines between the digest markers"
+    blocks = dict(CPU_BLOCK.findall(block))
+    assert blocks, "no `<!-- cpu: VENDOR -->` sha256sum blocks between the digest markers"
+    cpu = _demo_cpu(demo_root)
+    if cpu["vendor"] not in blocks:
+        pytest.skip(f"README.md lists no digests for a {cpu['vendor']} CPU ({cpu['model']})")
+    listed = re.findall(r"^([0-9a-f]{64}) [ *](\S+)$", blocks[cpu["vendor"]], re.M)
+    assert len(listed) >= 12, f"the {cpu['vendor']} block lists {len(listed)} files"
     wrong = []
     for digest, name in listed:
         path = demo_root / name
@@ -334,6 +371,7 @@ def _targets_block(targets_csv: Path) -> str:
 
 def test_readme_says_which_targets_the_demo_missed(demo_root):
     block = _targets_block(demo_root / "results/report/targets.csv")
-    assert block in README.read_text(encoding="utf-8"), (
-        "README.md's targets summary is not results/report/targets.csv's; paste it again:\n" + block
+    name, page = _page_of(demo_root)
+    assert block in page, (
+        f"{name}'s targets summary is not results/report/targets.csv's; paste it again:\n" + block
     )
