@@ -16,49 +16,18 @@ from cmr_rd import numerics
 from cmr_rd.lineage import write_manifest
 
 # Eight AdamW steps of a tiny Gemma3 (vision tower with its convolution, attention, norms) and
-# NumPy's transcendental loops, in a fresh process that imports cmr_rd first, as every entry
-# point does. Prints the digest of the weights and the NumPy results, and the numerics record.
+# NumPy's transcendental loops (cmr_rd.fingerprint's pieces), in a fresh process that imports
+# cmr_rd first, as every entry point does. Prints their digests and the numerics record.
 PROBE = r"""
-import hashlib, json, sys
+import json
 import cmr_rd
 import numpy as np
 import torch
-from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig,
-                          SiglipVisionConfig)
 from cmr_rd import numerics
+from cmr_rd.fingerprint import numpy_loops, tiny_gemma3
 
 torch.set_num_threads(1)
-torch.manual_seed(0)
-text = Gemma3TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-    num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-    query_pre_attn_scalar=32, max_position_embeddings=128, sliding_window=128,
-    layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1,
-    bos_token_id=2)
-vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-    num_attention_heads=2, image_size=32, patch_size=8, vision_use_head=False)
-model = Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision,
-    mm_tokens_per_image=16, boi_token_index=3, eoi_token_index=4, image_token_index=5,
-    pad_token_id=0, eos_token_id=1, bos_token_id=2))
-with torch.no_grad():
-    model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.02)
-optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-generator = torch.Generator().manual_seed(1)
-for _ in range(8):
-    ids = torch.randint(6, 256, (4, 40), generator=generator)
-    ids[:, 1], ids[:, 2:18], ids[:, 18] = 3, 5, 4
-    pixels = torch.randn(4, 3, 32, 32, generator=generator)
-    loss = model(input_ids=ids, pixel_values=pixels, labels=ids,
-                 token_type_ids=(ids == 5).long()).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-weights = hashlib.sha256()
-for name, tensor in sorted(model.state_dict().items()):
-    weights.update(name.encode() + tensor.contiguous().numpy().tobytes())
-x = np.random.default_rng(0).normal(size=100_000)
-arrays = hashlib.sha256(b"".join(f(x).tobytes() for f in (np.exp, np.sin, np.log1p, np.abs))
-                        + np.float64(x @ x).tobytes())
-print(json.dumps({"weights": weights.hexdigest(), "numpy": arrays.hexdigest(),
+print(json.dumps({"weights": tiny_gemma3(torch), "numpy": numpy_loops(np),
                   "record": numerics.record()}))
 """
 

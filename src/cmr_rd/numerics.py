@@ -1,4 +1,6 @@
-"""CPU numerics pinned, so the same commit gives the same bytes on every x86-64 machine with AVX2.
+"""CPU numerics pinned, so the same commit gives the same bytes on every machine with the same
+kind of x86-64 CPU (measured: not across vendors; docs/numerics.md, "When two machines differ",
+and `python -m cmr_rd.fingerprint` to find the library).
 
 torch, oneDNN, MKL, NumPy and OpenBLAS each pick their kernels by the CPU they find, and kernels
 of different vector widths round differently. Measured on an AMD EPYC with AVX-512
