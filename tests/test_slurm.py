@@ -1,5 +1,6 @@
 """The workflow through a real SLURM: a one-node cluster on loopback (tests/slurm_cluster.py), driven
-by `snakemake --profile tests/slurm_profile` exactly as a user drives `--profile slurm`.
+by `snakemake --profile tests/slurm_profile` as a user drives `--profile slurm` (through
+tests/slurm_snakemake.py, which only shortens the executor's wait between status checks).
 
 What it covers, on tests/configs/tiny.yaml, targets `TARGETS` (the cohort to the end of the first
 GPPO phase of sft-ts-iou seed 1, and the S1 evaluation: 15 jobs, 10 of them sbatch jobs, the rest
@@ -46,6 +47,9 @@ TARGETS = (
     "results/eval/s1/seed1/metrics.json",
 )
 GPU_RULES = {"foundation", "align", "sft", "sft_check", "evaluate", "gppo_train"}
+# Snakemake with the executor's status checks at most 3 s apart (the plugin's backoff would leave
+# each finished job unnoticed for 13-24 s: tests/slurm_snakemake.py).
+SNAKEMAKE = [sys.executable, str(Path(__file__).with_name("slurm_snakemake.py"))]
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 
 
@@ -112,7 +116,7 @@ def runs(cluster, tmp_path_factory, repo, request):
     """The targets through SLURM, and the suite's local run of the same config (`tiny_run`);
     both folders and the SLURM output."""
     slurm = _workflow(tmp_path_factory.mktemp("wf_slurm"), repo)
-    cmd = [sys.executable, "-m", "snakemake", *TARGETS, "--configfile", "config/tiny.yaml"]
+    cmd = [*SNAKEMAKE, *TARGETS, "--configfile", "config/tiny.yaml"]
     t0 = time.monotonic()
     result = subprocess.run(
         [*cmd, *_slurm_args(cluster), "--verbose"],
@@ -234,7 +238,7 @@ def test_failed_job_names_its_slurm_log(runs, cluster, tmp_path):
         "evaluate:\n  zero_shot:\n    - {name: broken, model: cmr-rd-tests/no-such-model}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/eval/zeroshot/broken/metrics.json",
+        [*SNAKEMAKE, "results/eval/zeroshot/broken/metrics.json",
          "--configfile", "config/tiny.yaml", "config/broken.yaml", *_slurm_args(cluster)],
         cwd=work, env=cluster.env(_env()), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
