@@ -25,7 +25,8 @@ if os.path.isdir(os.path.join(SRC, "cmr_rd")):
 
 # Every job's CPU numerics pinned in one place (cmr_rd.numerics, docs/numerics.md):
 # set in this process's environment, which local, conda and SLURM jobs inherit, and again by
-# `import cmr_rd` in every job and CLI. CMR_RD_NUMERICS=native turns the pins off.
+# `import cmr_rd` in every job and CLI, for the CPU it runs on. CMR_RD_NUMERICS=portable keeps
+# MKL in the one branch Intel documents as the same on every vendor; native turns the pins off.
 from cmr_rd.numerics import pin_environment
 
 pin_environment()

@@ -9,17 +9,26 @@ ATen's AVX512/AVX2/DEFAULT kernels, with oneDNN capped at AVX2, and with MKL in 
 mode; NumPy's exp, log and power differ between its AVX-512 and AVX2 loops; OpenBLAS's
 dot differs between its SkylakeX and Haswell kernels. So every pin below changes bytes somewhere.
 
+Three modes (`CMR_RD_NUMERICS`):
+- `pinned` (the default): ATen, oneDNN, NumPy and OpenBLAS at AVX2, and MKL in its AVX2 branch on
+  an Intel CPU with AVX2 (honoured on every such CPU) and in its COMPATIBLE branch on any other
+  (MKL ignores the AVX2 branch there). COMPATIBLE halved SFT's speed on an Intel Xeon, and the
+  Intel and AMD machines gave other bytes under it all the same.
+- `portable`: MKL in its COMPATIBLE branch on every CPU, the branch Intel documents as the same on
+  Intel and AMD CPUs. For comparing two vendors' arithmetic (`cmr_rd.divergence`,
+  `cmr_rd.fingerprint`) and for clusters that mix vendors; on a non-Intel CPU it is `pinned`.
+- `native`: no pins, each library's own choice (fastest, reproducible on that machine only).
+
 The pins are environment variables, which each library reads once, on first use. `import cmr_rd`
 sets them (this module runs from the package's `__init__`), before any of those libraries has
 done any arithmetic in a normal entry point: `python -m cmr_rd.*`, every rule script, the
 Snakemake process (whose environment every job inherits: local, `--sdm conda`, and SLURM, where
-sbatch exports the submitting environment) and the tests. A process that did arithmetic with
-torch before importing cmr_rd keeps the kernels it chose; the manifest says so, because it records
-what torch reports, not what was asked for.
-
-`CMR_RD_NUMERICS=native` turns the pins off (each library's own choice, fastest on the machine,
-reproducible only on that machine). Pins override any value already in the environment: a pin
-that a stray `ATEN_CPU_CAPABILITY` in a user's shell could undo would pin nothing.
+sbatch exports the submitting environment; each job pins again for its own CPU) and the tests. A
+process that did arithmetic with torch before importing cmr_rd keeps the kernels it chose; the
+manifest says so, because it records what torch reports, not what was asked for. Pins override
+any value already in the environment, and a pinned mode removes the pin variables it does not
+set: a pin that a stray `ATEN_CPU_CAPABILITY` or `MKL_ENABLE_INSTRUCTIONS` in a user's shell
+could undo would pin nothing.
 """
 
 from __future__ import annotations
@@ -31,27 +40,32 @@ import re
 import sys
 
 MODE_ENV = "CMR_RD_NUMERICS"
-MODES = ("pinned", "native")
+MODES = ("pinned", "portable", "native")
 
-PINS = {
+# The same in both pinned modes.
+COMMON_PINS = {
     # ATen's vectorised kernels (elementwise, reductions, softmax, norms): the AVX2 build.
     "ATEN_CPU_CAPABILITY": "avx2",
     # oneDNN (convolutions, e.g. the vision tower's patch embedding): at most AVX2 code.
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    # MKL (torch's BLAS: every matmul). MKL_CBWR=AVX2 is honoured on Intel CPUs only ("on
-    # non-Intel CPUs the AUTO branch is used instead", oneMKL developer guide), and on our AMD
-    # CPU it changed nothing; COMPATIBLE is MKL's one branch that is the same on Intel and AMD.
-    "MKL_CBWR": "COMPATIBLE",
     # NumPy's own SIMD loops (exp, log, power, ...): at most the AVX2 (x86-64-v3) ones.
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
     # NumPy's and SciPy's OpenBLAS: the Haswell (AVX2) kernels. (Its threads, like torch's, are
     # the job's: Snakemake sets OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to them.)
     "OPENBLAS_CORETYPE": "Haswell",
 }
+# MKL (torch's BLAS, every matmul, and the vector math behind some of ATen's elementwise ops),
+# by conditional numerical reproducibility. AVX2 is honoured on Intel CPUs only ("on non-Intel
+# CPUs the AUTO branch is used instead", oneMKL developer guide; on our AMD EPYC it changed
+# nothing). MKL_ENABLE_INSTRUCTIONS=AVX2 beside it, because an instruction cap in the
+# environment overrides the branch (measured: SSE4_2 or AVX512 there gave other bytes).
+MKL_INTEL = {"MKL_CBWR": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+MKL_PORTABLE = {"MKL_CBWR": "COMPATIBLE"}
+PIN_KEYS = (*COMMON_PINS, "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
 
 class NumericsError(ValueError):
-    """CMR_RD_NUMERICS holds something other than pinned or native."""
+    """CMR_RD_NUMERICS holds something other than pinned, portable or native."""
 
 
 def mode(environ=None) -> str:
@@ -62,13 +76,27 @@ def mode(environ=None) -> str:
     return value
 
 
+def pins(mode_: str | None = None, machine: dict | None = None) -> dict[str, str]:
+    """The pins of a mode (default: the environment's) on a CPU (default: this one's)."""
+    mode_ = mode() if mode_ is None else mode_
+    if mode_ == "native":
+        return {}
+    machine = cpu() if machine is None else machine
+    intel_avx2 = machine.get("vendor") == "GenuineIntel" and machine.get("avx2")
+    return {**COMMON_PINS, **(MKL_INTEL if mode_ == "pinned" and intel_avx2 else MKL_PORTABLE)}
+
+
 def pin_environment(environ=None) -> dict[str, str]:
     """Set the pins in `environ` (os.environ by default) unless the mode is native; return them."""
     environ = os.environ if environ is None else environ
-    if mode(environ) == "native":
+    in_force = pins(mode(environ))
+    if not in_force:
         return {}
-    environ.update(PINS)
-    return dict(PINS)
+    environ.update(in_force)
+    for key in PIN_KEYS:
+        if key not in in_force:
+            environ.pop(key, None)
+    return in_force
 
 
 @functools.cache
@@ -102,7 +130,7 @@ def record() -> dict:
     then says that torch did no arithmetic in the job."""
     entry = {
         "mode": mode(),
-        "pins": {key: os.environ.get(key) for key in PINS},
+        "pins": {key: os.environ.get(key) for key in PIN_KEYS},
         "cpu": cpu(),
     }
     torch = sys.modules.get("torch")
