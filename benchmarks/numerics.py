@@ -1,7 +1,8 @@
 """What the pinned CPU numerics cost (cmr_rd.numerics): alignment and SFT steps of the demo's tiny
-backbone, pinned, native (CMR_RD_NUMERICS=native: each library's own kernel choice) and with every
-pin but MKL's CBWR (which pin costs the speed), run alternately in child processes, one thread
-each as the demo's jobs run, and the ratios to native.
+backbone in each mode (CMR_RD_NUMERICS): pinned (the default), portable (MKL's COMPATIBLE branch
+on every CPU; on a non-Intel CPU the same as pinned) and native (each library's own kernel
+choice), run alternately in child processes, one thread each as the demo's jobs run, and the
+ratios to native.
 
 Needs the demo's results (run `make demo` first). Writes results/benchmarks/numerics.json and .md.
 """
@@ -22,17 +23,13 @@ from cmr_rd.devtools import REPO
 sys.path.insert(0, str(Path(__file__).parent))
 from train_step import STAGES, run_stage  # noqa: E402
 
-# Which pin costs the speed: every pin but MKL's CBWR, set by hand over native mode.
-WITHOUT_MKL = "pinned_except_mkl"
-MODES = ("pinned", "native", WITHOUT_MKL)
+MODES = numerics.MODES
 
 
 def child_env(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in numerics.PINS}
-    library_mode = "native" if mode == WITHOUT_MKL else mode
-    env.update({numerics.MODE_ENV: library_mode, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    if mode == WITHOUT_MKL:
-        env.update({k: v for k, v in numerics.PINS.items() if k != "MKL_CBWR"})
+    """This environment without the pins, in `mode`: the child's `import cmr_rd` pins it."""
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PIN_KEYS}
+    env.update({numerics.MODE_ENV: mode, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     return env
 
 
@@ -61,7 +58,7 @@ def main() -> None:
                     )
     report = {
         "cpu": numerics.cpu(),
-        "pins": numerics.PINS,
+        "pins": {mode: numerics.pins(mode) for mode in MODES},
         "stages": {
             stage: {
                 **{f"{mode}_samples_per_s": runs for mode, runs in by_mode.items()},
@@ -69,7 +66,7 @@ def main() -> None:
                     f"{mode}_over_native": round(
                         statistics.median(by_mode[mode]) / statistics.median(by_mode["native"]), 3
                     )
-                    for mode in ("pinned", WITHOUT_MKL)
+                    for mode in ("pinned", "portable")
                 },
             }
             for stage, by_mode in speeds.items()
@@ -77,15 +74,20 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "numerics.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{v:.1f}" for v in values)
+
     rows = [
-        f"| {stage} | {r['pinned_samples_per_s']} | {r['native_samples_per_s']} | "
-        f"{r['pinned_over_native']} | {r[f'{WITHOUT_MKL}_samples_per_s']} | "
-        f"{r[f'{WITHOUT_MKL}_over_native']} |"
+        f"| {stage} | {runs(r['pinned_samples_per_s'])} | {runs(r['portable_samples_per_s'])} | "
+        f"{runs(r['native_samples_per_s'])} | {r['pinned_over_native']} | "
+        f"{r['portable_over_native']} |"
         for stage, r in report["stages"].items()
     ]
     table = (
-        "| stage (1 thread, batch 16) | pinned samples/s | native samples/s | pinned / native "
-        "| every pin but MKL_CBWR, samples/s | that / native |\n"
+        f"CPU: {report['cpu']['model']} ({report['cpu']['vendor']})\n\n"
+        "| stage (1 thread, batch 16) | pinned samples/s | portable samples/s | native samples/s "
+        "| pinned / native | portable / native |\n"
         "|---|---|---|---|---|---|\n"
     )
     (args.out / "numerics.md").write_text(table + "\n".join(rows) + "\n")

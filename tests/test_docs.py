@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cmr_rd import numerics
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 # A backticked word that ends like a file name is a file, not a config key (`report.md`).
@@ -289,32 +291,53 @@ def demo_root() -> Path:
     return root
 
 
-# The README's digests come in one block per CPU vendor (`<!-- cpu: GenuineIntel -->`), and its
-# Table 5 names the vendor it was made on: the pinned numerics give the same bytes on one kind of
-# CPU, not across vendors (docs/numerics.md).
+# The README's digests come in one block per kind of machine (`<!-- cpu: GenuineIntel -->`), and
+# its Table 5 names the kind it was made on: the pinned numerics give the same bytes on one kind
+# of CPU, not across vendors (docs/numerics.md). A kind is the CPU vendor, and the numerics mode
+# where the mode changes the arithmetic there (`GenuineIntel/portable`: MKL's COMPATIBLE branch
+# on an Intel CPU, whose figures docs/numerics.md and docs/evaluation.md hold).
 CPU_BLOCK = re.compile(r"<!-- cpu: (\S+) -->\s*```bash\n(.*?)```", re.S)
 TABLE5_CPU = re.compile(r"<!-- table5 cpu: (\S+) -->")
 
 
 def _demo_cpu(root: Path) -> dict:
     """The CPU the demo's report was made on, as its manifest records it."""
+    return _demo_numerics(root)["cpu"]
+
+
+def _demo_numerics(root: Path) -> dict:
     manifest = json.loads((root / "results/report/manifest.json").read_text(encoding="utf-8"))
-    cpu = ((manifest.get("environment") or {}).get("numerics") or {}).get("cpu") or {}
-    if not cpu.get("vendor"):
+    recorded = (manifest.get("environment") or {}).get("numerics") or {}
+    if not (recorded.get("cpu") or {}).get("vendor"):
         pytest.skip("the demo's report manifest records no CPU (made before cmr_rd.numerics)")
-    return cpu
+    return recorded
+
+
+def _demo_kind(root: Path) -> str:
+    """`VENDOR` for a demo made under the default pins of its CPU, `VENDOR/portable` under the
+    portable ones where they differ (an Intel CPU), from the pins its manifest records."""
+    recorded = _demo_numerics(root)
+    cpu = recorded["cpu"]
+    pins = {k: v for k, v in (recorded.get("pins") or {}).items() if v is not None}
+    if recorded.get("mode") == "native" or not pins:
+        pytest.skip("the demo ran unpinned (CMR_RD_NUMERICS=native): no published figures")
+    if pins == numerics.pins("pinned", cpu):
+        return cpu["vendor"]
+    if pins == numerics.pins("portable", cpu):
+        return f"{cpu['vendor']}/portable"
+    pytest.skip(f"the demo ran under pins that no mode sets today: {pins}")
 
 
 def _page_of(demo_root: Path) -> tuple[str, str]:
-    """The page holding the figures of the demo's CPU vendor: the README for the vendor its
-    Table 5 names, else docs/evaluation.md where it has a section for that vendor."""
-    vendor = _demo_cpu(demo_root)["vendor"]
+    """The page holding the figures of the demo's kind of machine: the README for the kind its
+    Table 5 names, else docs/evaluation.md where it has a section for that kind."""
+    kind = _demo_kind(demo_root)
     readme = README.read_text(encoding="utf-8")
-    if TABLE5_CPU.search(readme).group(1) == vendor:
+    if TABLE5_CPU.search(readme).group(1) == kind:
         return "README.md", readme
     page = (REPO / "docs/evaluation.md").read_text(encoding="utf-8")
-    if f"<!-- table5 cpu: {vendor} -->" not in page:
-        pytest.skip(f"no figures of a {vendor} CPU in README.md or docs/evaluation.md")
+    if f"<!-- table5 cpu: {kind} -->" not in page:
+        pytest.skip(f"no figures of a {kind} machine in README.md or docs/evaluation.md")
     return "docs/evaluation.md", page
 
 
@@ -332,11 +355,13 @@ def test_readme_digests_match_the_demos_files(demo_root):
     block = DIGESTS.search(README.read_text(encoding="utf-8")).group(1)
     blocks = dict(CPU_BLOCK.findall(block))
     assert blocks, "no `<!-- cpu: VENDOR -->` sha256sum blocks between the digest markers"
-    cpu = _demo_cpu(demo_root)
-    if cpu["vendor"] not in blocks:
-        pytest.skip(f"README.md lists no digests for a {cpu['vendor']} CPU ({cpu['model']})")
-    listed = re.findall(r"^([0-9a-f]{64}) [ *](\S+)$", blocks[cpu["vendor"]], re.M)
-    assert len(listed) >= 12, f"the {cpu['vendor']} block lists {len(listed)} files"
+    # Another mode's figures (portable on an Intel CPU) are in docs/numerics.md.
+    blocks.update(CPU_BLOCK.findall((REPO / "docs/numerics.md").read_text(encoding="utf-8")))
+    kind, cpu = _demo_kind(demo_root), _demo_cpu(demo_root)
+    if kind not in blocks:
+        pytest.skip(f"README.md lists no digests for a {kind} machine ({cpu['model']})")
+    listed = re.findall(r"^([0-9a-f]{64}) [ *](\S+)$", blocks[kind], re.M)
+    assert len(listed) >= 12, f"the {kind} block lists {len(listed)} files"
     wrong = []
     for digest, name in listed:
         path = demo_root / name

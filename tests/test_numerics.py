@@ -1,5 +1,6 @@
 """Pinned CPU numerics (cmr_rd.numerics): the same weights whatever kernels the machine would
-choose, and different ones without the pins, so the pins are what makes them the same."""
+choose, and different ones without the pins, so the pins are what makes them the same; in both
+pinned modes, and MKL's branch chosen by the CPU's vendor."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ CAPPED = {
 
 
 def probe(mode: str, extra: dict[str, str], tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in numerics.PINS}
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PIN_KEYS}
     env.update(extra, **{numerics.MODE_ENV: mode}, HF_HUB_OFFLINE="1")
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
@@ -61,32 +62,66 @@ def probe(mode: str, extra: dict[str, str], tmp_path: Path) -> dict:
 def test_pins_give_the_same_weights_under_other_dispatch_and_native_does_not(tmp_path):
     pinned = probe("pinned", {}, tmp_path)
     pinned_capped = probe("pinned", CAPPED, tmp_path)
+    portable = probe("portable", {}, tmp_path)
+    portable_capped = probe("portable", CAPPED, tmp_path)
     native = probe("native", {}, tmp_path)
     native_capped = probe("native", CAPPED, tmp_path)
 
     assert pinned["weights"] == pinned_capped["weights"]
     assert pinned["numpy"] == pinned_capped["numpy"]
-    # Without the pins the capped kernels give other weights: the comparison above can fail.
+    assert portable["weights"] == portable_capped["weights"]
+    # Without the pins the capped kernels give other weights: the comparisons above can fail.
     assert native["weights"] != native_capped["weights"]
     # And the pins change this machine's own result (it would choose other kernels unpinned)
     # unless it is an AVX2 machine whose native choice is the pinned one.
     assert pinned["weights"] != native_capped["weights"]
+    # The two pinned modes differ in MKL's branch on an Intel CPU only.
+    intel = numerics.cpu()["vendor"] == "GenuineIntel"
+    assert (pinned["weights"] != portable["weights"]) == intel
+    assert pinned["numpy"] == portable["numpy"]  # NumPy does not use MKL
 
-    for result in (pinned, pinned_capped):
+    for result, mode in ((pinned, "pinned"), (pinned_capped, "pinned"),
+                         (portable, "portable"), (portable_capped, "portable")):  # fmt: skip
         record = result["record"]
-        assert record["mode"] == "pinned"
-        assert record["pins"] == numerics.PINS
+        assert record["mode"] == mode
+        in_force = numerics.pins(mode)
+        assert record["pins"] == {key: in_force.get(key) for key in numerics.PIN_KEYS}
         assert record["torch"]["cpu_capability"] == "AVX2"
         assert record["torch"]["threads"] == 1
         assert record["torch"]["blas"].startswith("mkl")
+    assert pinned["record"]["pins"]["MKL_CBWR"] == ("AVX2" if intel else "COMPATIBLE")
     assert native_capped["record"]["torch"]["cpu_capability"] == "DEFAULT"
     assert native_capped["record"]["mode"] == "native"
 
 
-def test_pin_environment_overrides_the_shell_and_native_leaves_it():
-    env = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO"}
-    assert numerics.pin_environment(env) == numerics.PINS
-    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_CBWR"] == "COMPATIBLE"
+INTEL = {"machine": "x86_64", "model": "Xeon", "vendor": "GenuineIntel", "avx2": True}
+AMD = {"machine": "x86_64", "model": "EPYC", "vendor": "AuthenticAMD", "avx2": True}
+
+
+def test_mkl_takes_its_avx2_branch_on_intel_cpus_only():
+    intel = numerics.pins("pinned", INTEL)
+    assert intel["MKL_CBWR"] == "AVX2" and intel["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    for mode, machine in (("pinned", AMD), ("portable", INTEL), ("portable", AMD),
+                          ("pinned", {**INTEL, "avx2": False})):  # fmt: skip
+        chosen = numerics.pins(mode, machine)
+        assert chosen == {**numerics.COMMON_PINS, "MKL_CBWR": "COMPATIBLE"}, (mode, machine)
+    assert numerics.pins("native", INTEL) == {}
+
+
+def test_pin_environment_overrides_the_shell_and_native_leaves_it(monkeypatch):
+    env = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
+    assert numerics.pin_environment(env) == numerics.pins("pinned")
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert env["MKL_CBWR"] in ("AVX2", "COMPATIBLE")
+    # A cap the pins do not set is removed: under COMPATIBLE, as the runs we publish had it.
+    portable = {numerics.MODE_ENV: "portable", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    assert numerics.pin_environment(portable)["MKL_CBWR"] == "COMPATIBLE"
+    assert "MKL_ENABLE_INSTRUCTIONS" not in portable
+    # A SLURM job on another vendor's node pins for its own CPU, whatever it inherited.
+    monkeypatch.setattr(numerics, "cpu", lambda: AMD)
+    inherited = dict(numerics.pins("pinned", INTEL))
+    assert numerics.pin_environment(inherited)["MKL_CBWR"] == "COMPATIBLE"
+    assert inherited == {**numerics.COMMON_PINS, "MKL_CBWR": "COMPATIBLE"}
 
     native = {numerics.MODE_ENV: "native", "ATEN_CPU_CAPABILITY": "avx512"}
     assert numerics.pin_environment(native) == {}
@@ -100,8 +135,9 @@ def test_a_bad_mode_names_the_variable():
 
 def test_this_process_is_pinned():
     """conftest imports cmr_rd first, so the tests and every job they start run pinned."""
-    for key, value in numerics.PINS.items():
-        assert os.environ.get(key) == value, key
+    in_force = numerics.pins("pinned")
+    for key in numerics.PIN_KEYS:
+        assert os.environ.get(key) == in_force.get(key), key
 
 
 def test_every_manifest_records_the_numerics(tmp_path, monkeypatch):
@@ -110,7 +146,7 @@ def test_every_manifest_records_the_numerics(tmp_path, monkeypatch):
     path = write_manifest(out, rule="stage", config={}, params={}, inputs={})
     entry = json.loads(path.read_text())["environment"]["numerics"]
     assert entry["mode"] == "pinned"
-    assert entry["pins"] == numerics.PINS
+    assert entry["pins"] == {key: numerics.pins("pinned").get(key) for key in numerics.PIN_KEYS}
     assert entry["cpu"]["machine"] == numerics.cpu()["machine"]
     # torch is loaded in this process (other tests), so its kernel level is recorded too; a
     # light job that never imports torch records None instead of paying for the import.
@@ -124,13 +160,16 @@ def test_a_bad_mode_stops_a_cli_with_one_line():
     done = subprocess.run([sys.executable, "-m", "cmr_rd.audit", "results/x"], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode != 0
-    assert done.stderr.strip() == "error: CMR_RD_NUMERICS='fast': expected one of pinned, native"
+    assert (
+        done.stderr.strip()
+        == "error: CMR_RD_NUMERICS='fast': expected one of pinned, portable, native"
+    )
 
 
-def test_the_benchmarks_third_mode_pins_everything_but_mkl():
-    """benchmarks/numerics.py attributes the pins' cost by running with every pin but MKL_CBWR:
-    in native mode, so `import cmr_rd` leaves the environment alone, and the child's own record
-    shows ATen at AVX2 and MKL unpinned."""
+def test_the_benchmarks_modes_reach_their_children():
+    """benchmarks/numerics.py measures each mode in a child process: the child's own record shows
+    the mode asked for and its pins (the child's `import cmr_rd` sets them), whatever this
+    process had in force."""
     benchmarks = str(Path(__file__).parents[1] / "benchmarks")
     path = list(sys.path)
     try:  # the script puts its folder on sys.path for train_step; leave no trace of it here
@@ -142,16 +181,16 @@ def test_the_benchmarks_third_mode_pins_everything_but_mkl():
     finally:
         sys.path[:] = path
         sys.modules.pop("train_step", None)
-    WITHOUT_MKL, child_env = bench.WITHOUT_MKL, bench.child_env
     code = "import cmr_rd, json, torch; from cmr_rd import numerics; print(json.dumps(numerics.record()))"
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=child_env(WITHOUT_MKL), capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    record = json.loads(result.stdout.splitlines()[-1])
-    assert record["mode"] == "native"
-    assert record["pins"] == {**numerics.PINS, "MKL_CBWR": None}
-    if numerics.cpu()["avx2"]:
-        assert record["torch"]["cpu_capability"] == "AVX2"
-    assert child_env("pinned")[numerics.MODE_ENV] == "pinned"
-    assert "MKL_CBWR" not in child_env("pinned")  # the child's own import sets every pin
+    for mode in bench.MODES:
+        env = bench.child_env(mode)
+        assert not set(env) & set(numerics.PIN_KEYS), mode
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        record = json.loads(result.stdout.splitlines()[-1])
+        assert record["mode"] == mode
+        in_force = numerics.pins(mode)
+        assert record["pins"] == {key: in_force.get(key) for key in numerics.PIN_KEYS}
+        if numerics.cpu()["avx2"] and mode != "native":
+            assert record["torch"]["cpu_capability"] == "AVX2"

@@ -127,7 +127,7 @@ def test_call_returns_the_result_and_known_errors_as_one_line(zygote, tmp_path):
     with open(tmp_path / "log", "w") as log:
         result = warm.call("cmr_rd.schedule:summary", {"jobs": [], "cores": 2}, log.fileno())
         assert result["wall_s"] == 0.0 and result["numerics"]["mode"] == "pinned"
-        with pytest.raises(StageError, match="expected one of pinned, native"):
+        with pytest.raises(StageError, match="expected one of pinned, portable, native"):
             warm.call(
                 "cmr_rd.numerics:pin_environment",
                 {"environ": {"CMR_RD_NUMERICS": "fast"}},
