@@ -35,3 +35,26 @@ def test_onednn_and_native_convolutions_are_different_arithmetic():
     # The two conv pieces tell oneDNN from ATen's own path: they must not collapse into one.
     assert fingerprint.onednn_conv(torch) != fingerprint.native_conv(torch)
     assert torch.backends.mkldnn.enabled  # restored
+
+
+def test_mkls_branch_moves_its_pieces_and_leaves_atens_own():
+    """The portable mode differs from the pinned one in MKL's branch only (on an Intel CPU): ATen's
+    own kernels give the same digest in both, so `aten_kernels` names ATen, not MKL."""
+    import os
+
+    from cmr_rd import numerics
+
+    pieces = ("mkl_sgemm", "mkl_vml", "aten_kernels")
+    args = [arg for piece in pieces for arg in ("--only", piece)]
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PIN_KEYS}
+    runs = {}
+    for mode in ("pinned", "portable"):
+        done = subprocess.run([sys.executable, "-m", "cmr_rd.fingerprint", "--json", *args],
+                              env={**env, numerics.MODE_ENV: mode}, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[mode] = json.loads(done.stdout)["digests"]
+    assert runs["pinned"]["aten_kernels"] == runs["portable"]["aten_kernels"]
+    intel = numerics.pins("pinned") != numerics.pins("portable")
+    for piece in ("mkl_sgemm", "mkl_vml"):
+        assert (runs["pinned"][piece] != runs["portable"][piece]) == intel, piece

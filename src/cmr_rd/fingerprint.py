@@ -8,7 +8,11 @@ under the pins, and prints a short digest per piece; run on two machines, the fi
 differs names the library. `--json` for the record, as docs/numerics.md keeps it per machine.
 
 - `mkl_sgemm`: fp32 matrix products of the shapes the tiny backbone's layers and attention use.
-- `aten_kernels`: exp, tanh-GELU, softmax, layer norm, RMS norm, cos/sin, sums.
+- `mkl_vml`: exp, log, sqrt and erf, which ATen computes with MKL's vector math for fp32 (AdamW's
+  square root among them): on the Intel Xeon they are the elementwise ops whose bytes follow
+  MKL's branch.
+- `aten_kernels`: ATen's own vectorised kernels: tanh-GELU, softmax, layer norm, RMS norm,
+  cos/sin, sums.
 - `onednn_conv`: the vision tower's patch convolution (forward and weight gradient) as torch runs
   it, through oneDNN; `native_conv`: the same with oneDNN switched off (ATen's own path, MKL).
 - `adamw`: AdamW steps on fixed gradients.
@@ -54,9 +58,15 @@ def aten_kernels(torch) -> str:
     f = torch.nn.functional
     rms = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
     return _digest(
-        x.exp(), f.gelu(x, approximate="tanh"), x.softmax(-1), f.layer_norm(x, (257,)), rms,
+        f.gelu(x, approximate="tanh"), x.softmax(-1), f.layer_norm(x, (257,)), rms,
         x.cos(), x.sin(), x.sum(-1), x.sigmoid(), x.log_softmax(-1),
     )  # fmt: skip
+
+
+def mkl_vml(torch) -> str:
+    x = _randn(torch, 64, 257, seed=1)
+    positive = x.abs() + 0.1
+    return _digest(x.exp(), positive.log(), positive.sqrt(), torch.erf(x))
 
 
 def _conv(torch) -> tuple:
@@ -148,7 +158,7 @@ def numpy_loops(np) -> str:
     return _digest(np.exp(x), np.sin(x), np.log1p(np.abs(x)), np.float64(x @ x))
 
 
-PIECES = ("mkl_sgemm", "aten_kernels", "onednn_conv", "native_conv", "adamw", "sampling",
+PIECES = ("mkl_sgemm", "mkl_vml", "aten_kernels", "onednn_conv", "native_conv", "adamw", "sampling",
           "tiny_gemma3", "numpy")  # fmt: skip
 
 
@@ -157,8 +167,9 @@ def fingerprint(pieces=PIECES) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    run = {"mkl_sgemm": mkl_sgemm, "aten_kernels": aten_kernels, "onednn_conv": onednn_conv,
-           "native_conv": native_conv, "adamw": adamw, "sampling": sampling,
+    run = {"mkl_sgemm": mkl_sgemm, "mkl_vml": mkl_vml, "aten_kernels": aten_kernels,
+           "onednn_conv": onednn_conv, "native_conv": native_conv, "adamw": adamw,
+           "sampling": sampling,
            "tiny_gemma3": lambda t: tiny_gemma3(t)[:DIGITS],
            "numpy": lambda t: numpy_loops(np)}  # fmt: skip
     digests = {name: run[name](torch) for name in pieces}
