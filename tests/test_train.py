@@ -367,6 +367,38 @@ def test_bad_input_is_one_line_and_exit_2(tiny, rings, tmp_path, case):
     assert "Traceback" not in result.stderr
 
 
+def test_bad_input_is_refused_before_torch_loads(rings, tmp_path):
+    """Both training command lines check the config, the model's path and the dataset before they
+    import torch, TRL and transformers (seconds on 2 cores), so a user's typo is answered at once.
+    The one check that needs the model (its image size) is the case above that loads it."""
+    gone = str(tmp_path / "no_such_model")
+    out = str(tmp_path / "out")
+    settings = tmp_path / "gppo.json"
+    settings.write_text(json.dumps({"train": {"batch_prompts": 4}}))
+    calls = [
+        ("cmr_rd.model.cli", ["train", "--stage", "sft", "--model", gone, "--data", str(rings),
+                              "--out", out]),
+        ("cmr_rd.model.cli", ["check", "--model", gone, "--data", str(rings), "--out", out]),
+        ("cmr_rd.gppo.cli", ["train", "--phase", "1", "--model", str(tmp_path), "--ref", gone,
+                             "--data", str(rings), "--out", out, "--config", str(settings)]),
+    ]  # fmt: skip
+    script = (
+        "import importlib, sys\n"
+        + "".join(
+            f"print(importlib.import_module({module!r}).main({argv!r}))\n" for module, argv in calls
+        )
+        + "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.split() == ["2", "2", "2", "False", "False"], result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3 and "Traceback" not in result.stderr, result.stderr
+    assert "backbone path does not exist" in errors[0] and "no_such_model" in errors[1]
+    assert "KL reference checkpoint not found" in errors[2]
+
+
 def test_sft_learns_the_format(tiny, tmp_path):
     """120 steps of batch 8 (~10 s) is the smallest budget found that passes; 60 steps gives 0."""
     train_jsonl = make_rings(tmp_path / "train", per_class=20, seed=2)

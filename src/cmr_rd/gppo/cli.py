@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from cmr_rd.gppo.rewards import RewardConfig
-    from cmr_rd.gppo.train import GPPOConfig, train_phase
-    from cmr_rd.model.runtime import Preempted, TrainInputError
+    from cmr_rd.gppo.settings import GPPOConfig, check_phase_inputs
+    from cmr_rd.model.runtime import Preempted, TrainInputError, missing_backbone
 
     try:
         try:
@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, TrainInputError):
                 raise
             raise TrainInputError(f"GPPO settings {args.config}: {exc}") from exc
+        # Checked before torch, TRL and transformers load (seconds); train_phase checks again.
+        if missing := missing_backbone(args.model):
+            raise TrainInputError(missing)
+        check_phase_inputs(Path(args.ref), Path(args.data), cfg, args.phase)
+        from cmr_rd.gppo.train import train_phase
+
         summary = train_phase(
             Path(args.model), Path(args.ref), Path(args.data), Path(args.out), cfg, rewards,
             args.phase,

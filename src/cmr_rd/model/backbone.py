@@ -35,7 +35,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 
 from cmr_rd.format import TAGS
 from cmr_rd.model import token_check
-from cmr_rd.stage import looks_like_path
+from cmr_rd.model.runtime import missing_backbone
 
 FORMAT_TAGS: tuple[str, ...] = TAGS
 
@@ -306,8 +306,8 @@ def load_backbone(
     name = str(name_or_path)
     path = Path(name).expanduser()
     local = path.exists()
-    if not local and looks_like_path(name):
-        raise BackboneError(f"backbone path does not exist: {name}")
+    if missing := missing_backbone(name):
+        raise BackboneError(missing)
     source = str(path) if local else name
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
     if local:

@@ -64,11 +64,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cmr_rd.model.train import TrainConfig, train
+    from cmr_rd.model.runtime import TrainInputError, load_records, missing_backbone
+    from cmr_rd.model.settings import TrainConfig
 
+    # Everything that can be checked without torch is checked before it loads (seconds here):
+    # the config, the model's path, and every record and image of the dataset.
     values = _read_config(args.config)
     values["stage"] = args.stage
     cfg = TrainConfig.from_mapping(values)
+    if missing := missing_backbone(args.model):
+        raise TrainInputError(missing)
+    load_records(Path(args.data))
+    from cmr_rd.model.train import train
+
     summary = train(Path(args.model), Path(args.data), Path(args.out), cfg)
     if summary.get("world_size", 1) == 1 or summary.get("final_loss") is not None:
         print(
@@ -79,6 +87,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from cmr_rd.model.runtime import TrainInputError, load_records, missing_backbone
+
+    if missing := missing_backbone(args.model):
+        raise TrainInputError(missing)
+    load_records(Path(args.data), need_assistant=False)
     from cmr_rd.model.generate import check_checkpoint
 
     report = check_checkpoint(
@@ -101,13 +114,10 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; map the two expected failures to their exit codes and one line."""
     args = _parser().parse_args(argv)
-    # Progress bars are noise in a Snakemake/SLURM log and would make an error more than one line.
+    # Progress bars are noise in a Snakemake/SLURM log and would make an error more than one line
+    # (transformers and huggingface_hub read this when they are imported).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
     from cmr_rd.model.runtime import Preempted, TrainInputError
-
-    hf_logging.disable_progress_bar()
 
     try:
         return _train(args) if args.command == "train" else _check(args)

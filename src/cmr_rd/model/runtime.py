@@ -78,6 +78,18 @@ def config_from_mapping(cls: type, values: dict[str, Any], what: str) -> Any:
         raise TrainInputError(f"bad {what} config: {exc}") from exc
 
 
+def missing_backbone(name: str | Path) -> str | None:
+    """Why a backbone reference cannot be loaded, if that is known without torch: a local path
+    that does not exist (a hub id or an existing folder gives None). `load_backbone` refuses with
+    this message, and the command lines ask it before they import torch."""
+    from cmr_rd.stage import looks_like_path
+
+    name = str(name)
+    if not Path(name).expanduser().exists() and looks_like_path(name):
+        return f"backbone path does not exist: {name}"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Data every stage reads
 

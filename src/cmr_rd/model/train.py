@@ -17,7 +17,7 @@ training runtime's (`cmr_rd.model.runtime`); what this module adds is the stage 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ from cmr_rd.model.runtime import (
     TrainingRun,
     TrainInputError,
     common_training_args,
-    config_from_mapping,
     load_records,
     open_image,
     precision,
@@ -46,68 +45,11 @@ from cmr_rd.model.runtime import (
     set_cpu_threads,
     tensorboard_dir,
 )
+from cmr_rd.model.settings import STAGE_PARTS, TrainConfig
 
-STAGE_PARTS: dict[str, tuple[str, ...]] = {
-    # The tiny backbone's language phase, on a tower pretrained just before (foundation.vision)
-    # and then frozen, as Gemma-3 was trained on its SigLIP tower.
-    "foundation": ("projector", "language"),
-    "align": ("projector",),
-    "sft": ("projector", "language"),
-}
 # LoRA adapts only the language model's attention and MLP projections; the vision tower's
 # SigLIP layers use the same q/k/v names, so the pattern is anchored on `language_model`.
 LORA_TARGETS = r".*language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training stage; `batch_size` is per device (per process)."""
-
-    stage: str  # "foundation" | "align" (projector) | "sft" (projector + language)
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 2e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    save_steps: int = 20
-    save_total_limit: int = 2
-    logging_steps: int = 5
-    max_length: int = 1024
-    lora: bool = False  # sft only: LoRA on the language model through peft
-    lora_r: int = 16
-    lora_alpha: int = 32
-    seed: int = 0
-    threads: int = 2  # torch threads per process on CPU
-    gradient_checkpointing: bool = False  # TRL defaults it on; a tiny model only gets slower
-    # Ours, opt-in: also train the vision tower. The paper freezes a pretrained tower; the offline
-    # tiny backbone's tower is random, and frozen random features barely vary between images.
-    train_vision: bool = False
-    # Ours, opt-in: repeat each class's records until every class has as many as the largest, so
-    # a long-tailed SFT set (the cold start follows the cohort's tail) does not teach the prior.
-    balance_classes: bool = False
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGE_PARTS:
-            raise TrainInputError(
-                f"unknown stage {self.stage!r}; choose from {sorted(STAGE_PARTS)}"
-            )
-        if self.lora and self.stage != "sft":
-            raise TrainInputError("lora applies to the sft stage only (align trains the projector)")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.threads < 1:
-            raise TrainInputError("batch_size, grad_accum and threads must be >= 1")
-        if self.max_steps <= 0 and not self.epochs > 0:
-            raise TrainInputError("set max_steps > 0 or epochs > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise TrainInputError("warmup_ratio must be in [0, 1)")
-        if self.save_steps < 1 or self.logging_steps < 1:
-            raise TrainInputError("save_steps and logging_steps must be >= 1")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
-        return config_from_mapping(cls, values, "training")
 
 
 # ---------------------------------------------------------------------------------------------
