@@ -28,6 +28,8 @@ from cmr_rd.dvcgen import RECORD, commit, generate, restore
 from conftest import copy_run
 from test_dvc_mirror import dvc_dag, snakemake_graph
 
+REPO = Path(__file__).resolve().parents[1]
+
 TINY = ("--configfile=config/tiny.yaml",)  # "=": the targets after it are not config files
 # The base model (its foundation chain) and the cohort's chain through the rewrite checkpoint to
 # the cold-start dataset: since the tokenizer reads the pool's text, the first no longer pulls in
@@ -188,6 +190,30 @@ def test_commit_outside_a_dvc_repository_only_says_so(tmp_path):
     record = commit(tmp_path)
     assert record["status"] == "skipped" and "no .dvc/" in record["reason"]
     assert list(tmp_path.iterdir()) == []  # no dvc.yaml, nothing else
+
+
+def test_commit_in_an_unpacked_archive_only_says_so(tmp_path):
+    """An archive of the repository (a release tarball, GitHub's "Download ZIP") has .dvc/ but
+    no git, and DVC refuses every command there: the demo's last job would fail after all the
+    work. The commit is skipped with the way to version instead (with core.no_scm set DVC runs
+    without git, and the commit goes ahead); a DVC command that fails is one StageError line
+    with DVC's own message."""
+    from cmr_rd.dvcgen import outside_git
+    from cmr_rd.stage import StageError
+
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    assert not any((folder / ".git").exists() for folder in (tmp_path, *tmp_path.parents))
+    record = commit(tmp_path)
+    assert record["status"] == "skipped" and "outside git" in record["reason"]
+    assert "core.no_scm" in record["reason"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dvc"]  # no dvc.yaml
+    with pytest.raises(StageError, match="not a git repository") as caught:
+        restore(tmp_path)
+    assert "\n" not in str(caught.value)
+
+    (tmp_path / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n")
+    assert outside_git(tmp_path) is False
 
 
 def test_snakemake_is_the_version_dvcgen_reads_the_dag_of():

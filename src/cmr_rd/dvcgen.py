@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from cmr_rd.classes import CLASSES
+from cmr_rd.stage import StageError
 
 log = logging.getLogger("cmr_rd")
 
@@ -334,13 +335,25 @@ def generate(
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a DVC command; a failure is one StageError line with DVC's own message (DVC's
+    `--quiet` would hide it, so no command here passes it)."""
     result = subprocess.run(
         [sys.executable, "-m", "cmr_rd.dvcrun", *args], cwd=cwd, capture_output=True, text=True
     )
     log.info("dvc %s: %s", " ".join(args), (result.stdout + result.stderr).strip() or "ok")
     if result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{result.stderr.strip()}")
+        message = " ".join((result.stderr or result.stdout).split()) or "no message"
+        raise StageError(f"dvc {' '.join(args)} failed (exit {result.returncode}): {message}")
     return result
+
+
+def outside_git(workdir: Path) -> bool:
+    """DVC keeps its metadata in git unless `core.no_scm` is set: an unpacked archive of this
+    repository has .dvc/ but no git repository at or above it, and every DVC command fails."""
+    if any((folder / ".git").exists() for folder in (workdir, *workdir.parents)):
+        return False
+    no_scm = _dvc("config", "core.no_scm", cwd=workdir).stdout.strip().lower()
+    return no_scm not in {"true", "1", "yes"}
 
 
 def commit(
@@ -353,7 +366,9 @@ def commit(
 
     `--no-relink` leaves the workspace alone: a relink rewrites files in DVC's order, and the
     new modification times would make Snakemake rerun the pipeline. Outside a DVC repository (no
-    .dvc/, e.g. the test suite's scratch copies) it does nothing and says so. It needs the whole
+    .dvc/, e.g. the test suite's scratch copies) or outside git (an unpacked archive, unless
+    `core.no_scm` is set) it does nothing and says so; a DVC command that fails is a StageError
+    with DVC's message. It needs the whole
     workspace and DVC's lock: run it in a local rule, never in a cluster job.
     """
     workdir = Path(workdir).resolve()
@@ -361,14 +376,21 @@ def commit(
         reason = "not a DVC repository (no .dvc/): dvc commit skipped (`dvc init` to version)"
         log.info(reason)
         return {"status": "skipped", "reason": reason}
+    if outside_git(workdir):
+        reason = (
+            "a DVC repository outside git (no .git/ at or above it, as in an unpacked archive): "
+            "dvc commit skipped (`git init`, or `dvc config --local core.no_scm true`, to version)"
+        )
+        log.info(reason)
+        return {"status": "skipped", "reason": reason}
     text = generate(workdir, configfiles, targets)
     dvc_yaml = workdir / "dvc.yaml"
     if not dvc_yaml.is_file() or dvc_yaml.read_text() != text:
         log.info("dvc.yaml regenerated for this config")
         dvc_yaml.write_text(text)
-    _dvc("commit", "--force", "--no-relink", "--quiet", cwd=workdir)
+    _dvc("commit", "--force", "--no-relink", cwd=workdir)
     if remote:
-        _dvc("push", "--remote", remote, "--quiet", cwd=workdir)
+        _dvc("push", "--remote", remote, cwd=workdir)
     status = json.loads(_dvc("status", "--json", cwd=workdir).stdout or "{}")
     return {
         "status": "committed",
@@ -400,16 +422,16 @@ def restore(
     """
     workdir = Path(workdir).resolve()
     try:
-        _dvc("checkout", "--quiet", cwd=workdir)  # from the cache, when it holds everything
-    except RuntimeError:
+        _dvc("checkout", cwd=workdir)  # from the cache, when it holds everything
+    except StageError:
         if not remote:
             raise
-        _dvc("pull", "--remote", remote, "--quiet", cwd=workdir)
+        _dvc("pull", "--remote", remote, cwd=workdir)
     status = json.loads(_dvc("status", "--json", cwd=workdir).stdout or "{}")
     if status:
-        raise RuntimeError(
-            "dvc status is not clean, so the results are not marked current:\n"
-            + json.dumps(status, indent=1)[:4000]
+        raise StageError(
+            "dvc status is not clean, so the results are not marked current: "
+            + json.dumps(status)[:4000]
         )
     # What dvc_commit would record now, so that its job too is current; then restamp in order.
     write_record(workdir / RECORD, {"status": "restored", "dvc_status": status, **_lock(workdir)})
@@ -448,7 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.directory)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.restore:
-        restore(root, args.configfile, configured_remote(root, args.configfile))
+        try:
+            restore(root, args.configfile, configured_remote(root, args.configfile))
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     text = generate(root, args.configfile, args.targets)
     current = root / "dvc.yaml"
