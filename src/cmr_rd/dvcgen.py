@@ -340,7 +340,8 @@ def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "cmr_rd.dvcrun", *args], cwd=cwd, capture_output=True, text=True
     )
-    log.info("dvc %s: %s", " ".join(args), (result.stdout + result.stderr).strip() or "ok")
+    output = (result.stdout + result.stderr).strip() or "no output"
+    log.info("dvc %s (exit %d): %s", " ".join(args), result.returncode, output)
     if result.returncode != 0:
         message = " ".join((result.stderr or result.stdout).split()) or "no message"
         raise StageError(f"dvc {' '.join(args)} failed (exit {result.returncode}): {message}")
