@@ -57,7 +57,7 @@ def probe(mode: str, extra: dict[str, str], tmp_path: Path) -> dict:
 
 
 @pytest.mark.skipif(
-    not numerics.cpu()["avx2"], reason="the pins select AVX2 kernels; this CPU has no AVX2"
+    not numerics.pinnable(numerics.cpu()), reason="nothing is pinned on this CPU (no AVX2 or FMA)"
 )
 def test_pins_give_the_same_weights_under_other_dispatch_and_native_does_not(tmp_path):
     pinned = probe("pinned", {}, tmp_path)
@@ -94,18 +94,35 @@ def test_pins_give_the_same_weights_under_other_dispatch_and_native_does_not(tmp
     assert native_capped["record"]["mode"] == "native"
 
 
-INTEL = {"machine": "x86_64", "model": "Xeon", "vendor": "GenuineIntel", "avx2": True}
-AMD = {"machine": "x86_64", "model": "EPYC", "vendor": "AuthenticAMD", "avx2": True}
+INTEL = {"machine": "x86_64", "model": "Xeon", "vendor": "GenuineIntel", "avx2": True, "fma": True}
+AMD = {"machine": "x86_64", "model": "EPYC", "vendor": "AuthenticAMD", "avx2": True, "fma": True}
+ARM = {"machine": "aarch64", "model": None, "vendor": None, "avx2": False, "fma": False}
 
 
 def test_mkl_takes_its_avx2_branch_on_intel_cpus_only():
     intel = numerics.pins("pinned", INTEL)
     assert intel["MKL_CBWR"] == "AVX2" and intel["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
-    for mode, machine in (("pinned", AMD), ("portable", INTEL), ("portable", AMD),
-                          ("pinned", {**INTEL, "avx2": False})):  # fmt: skip
+    for mode, machine in (("pinned", AMD), ("portable", INTEL), ("portable", AMD)):
         chosen = numerics.pins(mode, machine)
         assert chosen == {**numerics.COMMON_PINS, "MKL_CBWR": "COMPATIBLE"}, (mode, machine)
     assert numerics.pins("native", INTEL) == {}
+
+
+def test_nothing_is_pinned_on_a_cpu_that_cannot_hold_the_pins(monkeypatch):
+    """ATen takes ATEN_CPU_CAPABILITY=avx2 without asking the CPU (and OpenBLAS its Haswell
+    kernels): on an x86 without AVX2 or FMA (old parts, a VM's generic CPU model) every job would
+    die of an illegal instruction, and on ARM the x86 names mean nothing. There the pins are
+    none, inherited ones (a SLURM job from a pinned submit host) included, and the record says
+    so."""
+    for machine in ({**INTEL, "avx2": False}, {**AMD, "fma": False}, ARM):
+        assert not numerics.pinnable(machine)
+        assert numerics.pins("pinned", machine) == numerics.pins("portable", machine) == {}
+    monkeypatch.setattr(numerics, "cpu", lambda: {**INTEL, "avx2": False})
+    inherited = {**numerics.pins("pinned", INTEL), "PATH": "/usr/bin"}
+    assert numerics.pin_environment(inherited) == {}
+    assert inherited == {"PATH": "/usr/bin"}
+    entry = {"mode": "pinned", "pins": dict.fromkeys(numerics.PIN_KEYS), "cpu": ARM, "torch": None}
+    assert "nothing pinned on this CPU" in numerics.describe(entry)
 
 
 def test_pin_environment_overrides_the_shell_and_native_leaves_it(monkeypatch):
@@ -192,5 +209,5 @@ def test_the_benchmarks_modes_reach_their_children():
         assert record["mode"] == mode
         in_force = numerics.pins(mode)
         assert record["pins"] == {key: in_force.get(key) for key in numerics.PIN_KEYS}
-        if numerics.cpu()["avx2"] and mode != "native":
+        if numerics.pinnable(numerics.cpu()) and mode != "native":
             assert record["torch"]["cpu_capability"] == "AVX2"

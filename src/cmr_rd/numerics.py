@@ -76,12 +76,27 @@ def mode(environ=None) -> str:
     return value
 
 
+def pinnable(machine: dict) -> bool:
+    """Whether the pins can hold on this CPU: x86-64 with AVX2 and FMA. ATen takes
+    ATEN_CPU_CAPABILITY=avx2 without asking the CPU, and OpenBLAS its Haswell kernels, so on a CPU
+    without them (an old x86, a VM's generic CPU model) every job would die of an illegal
+    instruction; on ARM the x86 names mean nothing (and torch warns in every process)."""
+    return (
+        machine.get("machine") in ("x86_64", "AMD64")
+        and bool(machine.get("avx2"))
+        and bool(machine.get("fma"))
+    )
+
+
 def pins(mode_: str | None = None, machine: dict | None = None) -> dict[str, str]:
-    """The pins of a mode (default: the environment's) on a CPU (default: this one's)."""
+    """The pins of a mode (default: the environment's) on a CPU (default: this one's); none on a
+    CPU that cannot hold them (`pinnable`), whose results are reproducible on that machine only."""
     mode_ = mode() if mode_ is None else mode_
     if mode_ == "native":
         return {}
     machine = cpu() if machine is None else machine
+    if not pinnable(machine):
+        return {}
     intel_avx2 = machine.get("vendor") == "GenuineIntel" and machine.get("avx2")
     return {**COMMON_PINS, **(MKL_INTEL if mode_ == "pinned" and intel_avx2 else MKL_PORTABLE)}
 
@@ -89,9 +104,12 @@ def pins(mode_: str | None = None, machine: dict | None = None) -> dict[str, str
 def pin_environment(environ=None) -> dict[str, str]:
     """Set the pins in `environ` (os.environ by default) unless the mode is native; return them."""
     environ = os.environ if environ is None else environ
-    in_force = pins(mode(environ))
-    if not in_force:
+    mode_ = mode(environ)
+    if mode_ == "native":
         return {}
+    # On a CPU that cannot hold the pins this removes them all: a SLURM job inherits the
+    # submitting host's, and ATen's AVX2 on a node without AVX2 dies of an illegal instruction.
+    in_force = pins(mode_)
     environ.update(in_force)
     for key in PIN_KEYS:
         if key not in in_force:
@@ -118,6 +136,7 @@ def cpu() -> dict:
     except OSError:
         pass
     info["avx2"] = "avx2" in flags
+    info["fma"] = "fma" in flags
     info["avx512f"] = "avx512f" in flags
     return info
 
@@ -166,4 +185,7 @@ def describe(entry: dict) -> str:
         else "no torch arithmetic"
     )
     machine = entry.get("cpu") or {}
-    return f"numerics {entry.get('mode')} ({kernels}; CPU {machine.get('model')})"
+    mode_ = entry.get("mode")
+    if mode_ != "native" and not any((entry.get("pins") or {}).values()):
+        mode_ = f"{mode_}, nothing pinned on this CPU (not x86-64 with AVX2 and FMA)"
+    return f"numerics {mode_} ({kernels}; CPU {machine.get('model')})"
