@@ -369,8 +369,8 @@ def commit(
     new modification times would make Snakemake rerun the pipeline. Outside a DVC repository (no
     .dvc/, e.g. the test suite's scratch copies) or outside git (an unpacked archive, unless
     `core.no_scm` is set) it does nothing and says so; a DVC command that fails is a StageError
-    with DVC's message. It needs the whole
-    workspace and DVC's lock: run it in a local rule, never in a cluster job.
+    with DVC's message. It needs the whole workspace and DVC's lock: run it in a local rule,
+    never in a cluster job.
     """
     workdir = Path(workdir).resolve()
     if not (workdir / ".dvc").is_dir():

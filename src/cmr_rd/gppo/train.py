@@ -429,7 +429,8 @@ def load_policy(
     weights: Path, ref_path: Path, model_path: Path | None = None
 ) -> tuple[torch.nn.Module, Any]:
     """The phase's starting policy (`weights`: the model, or the checkpoint a resumed phase
-    continues; its processor from `model_path`), its KL reference at `ref_path` (the SFT model)."""
+    continues; its processor from `model_path`), its KL reference at `ref_path` (the SFT model,
+    a folder that `check_phase_inputs` has found)."""
     try:
         model, processor = load_backbone(str(weights), processor_from=str(model_path or weights))
         check_image_size(processor, model)
