@@ -19,6 +19,9 @@ Three modes (`CMR_RD_NUMERICS`):
   `cmr_rd.fingerprint`) and for clusters that mix vendors; on a non-Intel CPU it is `pinned`.
 - `native`: no pins, each library's own choice (fastest, reproducible on that machine only).
 
+The pinned modes pin only on x86-64 CPUs with AVX2 and FMA (`pinnable`); elsewhere they pin
+nothing and remove inherited pins, since ATen and OpenBLAS would run AVX2 code unasked.
+
 The pins are environment variables, which each library reads once, on first use. `import cmr_rd`
 sets them (this module runs from the package's `__init__`), before any of those libraries has
 done any arithmetic in a normal entry point: `python -m cmr_rd.*`, every rule script, the
