@@ -279,3 +279,41 @@ def test_labels_csv_mistakes_name_the_file_and_column(tmp_path):
     assert labels == {"A": "HCM", "B": "NOR"}  # C has conflicting labels
     reasons = {f["reason"] for f in outcomes.findings}
     assert reasons == {"conflicting labels for one patient", "empty patient_id"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # An Excel export in Windows-1252: 'ü' is one byte that UTF-8 cannot start with.
+        (b'patient_id,label,report\nP1,HCM,"Dr. M\xfcller: septal LGE"\n',
+         r"not UTF-8 text \(line 2: byte 0xfc\); save it as UTF-8"),
+        (b"", "is empty"),
+        # More fields than the header: pandas would take the first ones as an index and shift
+        # the row's columns (this row would have become patient 'extra' with class 'fields').
+        (b"patient_id,label\nP1,HCM,extra,fields\n", "Expected 2 fields in line 2, saw 4"),
+        (b"patient_id,label,label\nP1,HCM,DCM\n", r"repeated column\(s\) \['label'\]"),
+    ],
+    ids=["windows-1252", "empty", "extra-fields", "repeated-column"],
+)  # fmt: skip
+def test_a_labels_or_boxes_csv_that_is_not_clean_csv_is_one_input_error(tmp_path, content, message):
+    from cmr_rd.ingest.pipeline import InputError, Outcomes, read_boxes, read_labels
+
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    for read, key in ((read_labels, "data.labels_csv"), (read_boxes, "data.boxes_csv")):
+        with pytest.raises(InputError, match=message) as caught:
+            read(path, Outcomes())
+        assert str(caught.value).startswith(f"{key}: '{path}'")
+        assert "\n" not in str(caught.value)
+
+
+def test_a_utf8_labels_csv_with_a_bom_and_crlf_reads_as_without(tmp_path):
+    """What Excel writes as 'CSV UTF-8' on Windows: a byte-order mark and CRLF line ends."""
+    from cmr_rd.ingest.pipeline import Outcomes, read_labels
+
+    rows = 'patient_id,label,report\nP1,HCM,"Dr. Müller: septal LGE"\nP2, dcm ,x\n'
+    plain, excel = tmp_path / "plain.csv", tmp_path / "excel.csv"
+    plain.write_text(rows, encoding="utf-8")
+    excel.write_bytes(b"\xef\xbb\xbf" + rows.replace("\n", "\r\n").encode("utf-8"))
+    assert read_labels(excel, Outcomes()) == read_labels(plain, Outcomes())
+    assert read_labels(plain, Outcomes())[0] == {"P1": "HCM", "P2": "DCM"}

@@ -127,12 +127,49 @@ class Outcomes:
 # ----------------------------------------------------------------------------- inputs
 
 
+def read_table(path: Path, key: str) -> pd.DataFrame:
+    """A CSV as strings, every line with the header's number of fields, or one InputError that
+    names the file and the config key. pandas would otherwise take extra leading fields of the
+    first rows as an index (shifting every column of those rows), and a file saved in a legacy
+    encoding (an Excel export in Windows-1252) would stop ingestion with a traceback."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, header=None)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{key}: '{path}' is not UTF-8 text ({_first_non_utf8(path)}); save it as UTF-8 "
+            "(in Excel: 'CSV UTF-8')"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{key}: '{path}' is empty") from exc
+    except pd.errors.ParserError as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"{key}: '{path}' is not a well-formed CSV: {reason}") from exc
+    header = list(raw.iloc[0])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"{key}: '{path}' has repeated column(s) {repeated}")
+    table = raw.iloc[1:].reset_index(drop=True)
+    table.columns = header
+    return table
+
+
+def _first_non_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its first such line and byte (pandas decodes in chunks,
+    so its own error cannot say)."""
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"line {number}: byte {line[exc.start]:#04x}"
+    return "a character split across lines"
+
+
 def read_labels(path: str | Path, outcomes: Outcomes) -> tuple[dict[str, str], dict[str, str]]:
     """patient_id -> class, and patient_id -> report text. Bad rows become findings."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"data.labels_csv: file '{path}' does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, "data.labels_csv")
     missing = {"patient_id", "label"} - set(table.columns)
     if missing:
         raise InputError(
@@ -170,7 +207,7 @@ def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple
     path = Path(path)
     if not path.is_file():
         raise InputError(f"data.boxes_csv: file '{path}' does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, "data.boxes_csv")
     missing = {"patient_id", *BOX_COLUMNS} - set(table.columns)
     if missing:
         raise InputError(f"{path}: missing required column(s) {sorted(missing)}")
