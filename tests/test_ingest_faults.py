@@ -29,7 +29,7 @@ TINY = SynthConfig(
 )
 
 
-def _ingest(cohort: Path, out: Path) -> dict:
+def _ingest(cohort: Path, out: Path, cfg: IngestConfig | None = None) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_ingest(
@@ -40,7 +40,7 @@ def _ingest(cohort: Path, out: Path) -> dict:
             out_dir=out / "results",
             private_dir=out / "private",
             key=KEY,
-            cfg=IngestConfig(),
+            cfg=cfg or IngestConfig(),
             split_cfg=SplitConfig(1, 1, 1),
             seed=0,
             workers=1,
@@ -136,3 +136,27 @@ def test_zero_spacing_is_guarded_and_recorded(damaged):
     assert rows["spacing_source"].str.startswith("assumed").all()
     # Patient a keeps its two good slices; the truncated one is quarantined, not fatal.
     assert (manifest["patient"] == KEY.pseudonym(a)).sum() == 2
+
+
+def test_a_lesion_box_outside_the_cropped_field_of_view_is_reported(tmp_path):
+    """A box in the wrong coordinates (here every one moved to the image's corner) used to vanish
+    without a word when the crop around the heart left it out; each is now a finding."""
+    cohort = tmp_path / "cohort"
+    generate_cohort(TINY, cohort, seed=11, workers=2)
+    boxes = pd.read_csv(cohort / "boxes.csv", dtype=str)
+    assert len(boxes) > 0  # the MI patients' lesion boxes
+    boxes[["x1", "y1", "x2", "y2"]] = ["0", "0", "3", "3"]
+    boxes.to_csv(cohort / "boxes.csv", index=False)
+    # The crop around the heart that config.yaml sets (120 mm) leaves the image's corner out.
+    summary = _ingest(cohort, tmp_path / "out", IngestConfig(crop_fov_mm=120))
+    reason = (
+        "patient: lesion box outside the cropped field of view: the slice kept, the box dropped"
+    )
+    manifest = pd.read_parquet(tmp_path / "out/results/manifest.parquet")
+    assert manifest["box"].isna().all()
+    dropped = summary["findings"].get(reason, 0)
+    assert dropped > 0, summary["findings"]
+    quarantine = pd.read_csv(tmp_path / "out/results/quarantine.csv")
+    listed = quarantine[quarantine["reason"].str.startswith("lesion box outside")]
+    assert len(listed) == dropped and (listed["outcome"] == "skipped").all()
+    assert summary["reconciled"]

@@ -342,7 +342,8 @@ def render_patient(job: PatientJob) -> dict:
             return {**result, "used": depth, "refused": refused}
         refused.append({"files": current.series_files, "reason": result["burned_in"]})
         current, depth = current.fallback, depth + 1
-    return {"rows": [], "failures": [], "masked": 0, "used": None, "refused": refused}
+    return {"rows": [], "failures": [], "masked": 0, "dropped_boxes": 0, "used": None,
+            "refused": refused}  # fmt: skip
 
 
 def _render_stack(job: PatientJob) -> dict:
@@ -371,17 +372,20 @@ def _render_stack(job: PatientJob) -> dict:
             spacing_sources.append(source)
     good = [i for i, img in enumerate(images) if img is not None]
     if not good:
-        return {"rows": [], "failures": failures, "burned_in": None, "masked": 0}
+        return {"rows": [], "failures": failures, "burned_in": None, "masked": 0,
+                "dropped_boxes": 0}  # fmt: skip
     normalised = normalise([images[i] for i in good], cfg.normalize_percentiles)
     # Before anything is written: text in the pixels (names, dates) refuses or masks the stack.
     screen = screen_burned_in(
         normalised, cfg.burned_in_policy, job.tagged_burned_in, cfg.burned_in_ocr_slices
     )
     if screen.refused:
-        return {"rows": [], "failures": failures, "burned_in": screen.reason, "masked": 0}
+        return {"rows": [], "failures": failures, "burned_in": screen.reason, "masked": 0,
+                "dropped_boxes": 0}  # fmt: skip
     normalised = screen.images
     folder = Path(job.out_dir) / "images" / job.pseudonym
     folder.mkdir(parents=True, exist_ok=True)
+    dropped_boxes = 0
     for i, image01 in zip(good, normalised, strict=True):
         rows, cols = image01.shape
         frame = square_frame(rows, cols, spacings[i], cfg.image_size, cfg.crop_fov_mm)
@@ -393,7 +397,8 @@ def _render_stack(job: PatientJob) -> dict:
         box = job.boxes.get(rank)
         out_box = frame.box(*box) if box else None
         if out_box and not (out_box[0] < out_box[2] and out_box[1] < out_box[3]):
-            out_box = None  # the lesion lies outside the cropped field of view
+            out_box = None  # the box lies outside the cropped field of view: reported
+            dropped_boxes += 1
         location = (
             stack.locations_mm[job.nifti_indices[i]]
             if job.nifti_path
@@ -415,7 +420,8 @@ def _render_stack(job: PatientJob) -> dict:
                 "path": job.nifti_path or job.slices[i].path,
             }
         )
-    return {"rows": results, "failures": failures, "burned_in": None, "masked": screen.masked}
+    return {"rows": results, "failures": failures, "burned_in": None, "masked": screen.masked,
+            "dropped_boxes": dropped_boxes}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -718,6 +724,11 @@ def run_ingest(
                 outcomes.file(path, outcome, reason)
         if result["masked"]:
             outcomes.finding("patient", job.patient_id, MASKED, "burned-in text masked")
+        for _ in range(result["dropped_boxes"]):
+            outcomes.finding(
+                "patient", job.patient_id, SKIPPED,
+                "lesion box outside the cropped field of view: the slice kept, the box dropped",
+            )  # fmt: skip
         if result["used"] is None:
             outcomes.finding(
                 "patient", job.patient_id, QUARANTINED, "burned-in text in every LGE stack"
