@@ -30,11 +30,13 @@ from cmr_rd.gppo.train import (
     make_trainer,
     train_phase,
 )
+from cmr_rd.model import sampling
 from cmr_rd.model.backbone import TinyConfig, build_tiny, load_backbone
 from cmr_rd.model.train import TrainInputError
 from test_train import PROCESSOR_FILES, _corpus, _env, make_rings
 
 B, G = 4, 4
+real_multinomial = torch.multinomial
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +125,22 @@ def test_sampling_and_warmup_options_are_checked(key, value, message):
         _cfg(**{key: value})
 
 
-def test_every_generation_batch_is_one_quota_batch(tiny, prompts, tmp_path):
+def test_every_generation_batch_is_one_quota_batch(tiny, prompts, tmp_path, monkeypatch):
     """Read from inside the trainer: the prompts of each generation batch, in order, per epoch."""
     plan, rows = _phase_dataset(prompts, tmp_path / "phase.jsonl")
     assert plan.record["modes"]["NOR"] == "with_replacement"
     out = tmp_path / "out"
+    draws = []  # rollouts' next tokens come from the inverse-CDF sampler, not torch.multinomial
+
+    def counted(weights, generator=None):
+        draws.append(weights.shape[0])
+        return real_sample(weights, generator)
+
+    real_sample = sampling.inverse_cdf_sample
+    monkeypatch.setattr(sampling, "inverse_cdf_sample", counted)
     summary = train_phase(tiny, tiny, tmp_path / "phase.jsonl", out, _cfg(), RewardConfig(), 2)
+    assert draws and set(draws) == {B * G}
+    assert torch.multinomial is real_multinomial  # restored after each generation
     seen = [json.loads(x) for x in (out / "batches.jsonl").read_text().splitlines()]
     assert summary["steps"] == len(seen) == 2 * len(plan.batches)  # 2 epochs, no batch dropped
     for step, batch in enumerate(seen, start=1):
