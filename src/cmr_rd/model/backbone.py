@@ -34,7 +34,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from cmr_rd.format import TAGS
-from cmr_rd.model import token_check
+from cmr_rd.model import mask_expansion, token_check
 from cmr_rd.model.runtime import missing_backbone
 
 FORMAT_TAGS: tuple[str, ...] = TAGS
@@ -344,6 +344,8 @@ def load_backbone(
         tokenizer.init_kwargs.pop("local_files_only", None)
     # Gemma3's image-token check looped over every token in Python: the same check, vectorised.
     token_check.install()
+    # Its attention masks went through four nested vmaps: the same masks, by broadcasting.
+    mask_expansion.install()
     return model, processor
 
 
