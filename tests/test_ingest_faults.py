@@ -160,3 +160,40 @@ def test_a_lesion_box_outside_the_cropped_field_of_view_is_reported(tmp_path):
     listed = quarantine[quarantine["reason"].str.startswith("lesion box outside")]
     assert len(listed) == dropped and (listed["outcome"] == "skipped").all()
     assert summary["reconciled"]
+
+
+def test_a_box_row_that_names_no_slice_is_reported(tmp_path):
+    """A box row whose SOP Instance UID, frame or NIfTI slice is in none of the inputs, or that
+    repeats another row's slice, used to be ignored without a word; each is now a finding that
+    names its row, and the clean cohort's rows raise none."""
+    cohort = tmp_path / "cohort"
+    generate_cohort(TINY, cohort, seed=11, workers=2)
+    clean = _ingest(cohort, tmp_path / "clean")
+    assert not [k for k in clean["findings"] if k.startswith("box_row")], clean["findings"]
+    boxes = pd.read_csv(cohort / "boxes.csv", dtype=str, keep_default_na=False)
+    sop = boxes.index[boxes["sop_instance_uid"] != ""].tolist()
+    nifti = boxes.index[boxes["slice_index"] != ""].tolist()
+    assert len(sop) >= 3 and len(nifti) >= 2, boxes  # the generator writes both kinds
+    boxes.loc[sop[0], "sop_instance_uid"] = "2.25.404"
+    boxes.loc[sop[1], "frame"] = "7"  # a single-frame instance has frame 1 only
+    boxes.loc[nifti[0], "slice_index"] = "999"
+    boxes.loc[nifti[1], "patient_id"] = "NO-SUCH-PATIENT"
+    boxes = pd.concat([boxes, boxes.loc[[sop[2]]]], ignore_index=True)  # a repeated row
+    boxes.to_csv(cohort / "boxes.csv", index=False)
+    summary = _ingest(cohort, tmp_path / "out")
+    findings = pd.read_csv(tmp_path / "out/private/findings.csv")
+    rows = findings[findings["kind"] == "box_row"].set_index("subject")["reason"].to_dict()
+    line = {i: f"boxes.csv:{i + 2}" for i in range(len(boxes))}
+    assert rows == {
+        line[sop[0]]: "box row names a SOP Instance UID no DICOM file has",
+        line[sop[1]]: "box row names frame 7 of an instance with 1",
+        line[nifti[0]]: rows.get(line[nifti[0]]),
+        line[nifti[1]]: "box row names a patient without a NIfTI volume",
+        line[
+            len(boxes) - 1
+        ]: f"a second box for the slice of {line[sop[2]]}: that row's box is used",
+    }, rows
+    assert rows[line[nifti[0]]].startswith("box row names slice_index 999 of a volume with ")
+    quarantine = pd.read_csv(tmp_path / "out/results/quarantine.csv")
+    assert (quarantine["kind"] == "box_row").sum() == 5
+    assert summary["reconciled"]

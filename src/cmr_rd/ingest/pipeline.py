@@ -200,10 +200,20 @@ def read_labels(path: str | Path, outcomes: Outcomes) -> tuple[dict[str, str], d
     return labels, reports
 
 
-def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple[float, ...]]:
-    """Boxes keyed by ('sop', uid, frame) for DICOM and ('nifti', patient_id, index) for NIfTI."""
+class Boxes(dict):
+    """Boxes keyed by ('sop', uid, frame) for DICOM and ('nifti', patient_id, index) for NIfTI,
+    with the boxes.csv row each came from (`where`), so a row nothing uses can be reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: dict[tuple, str] = {}
+
+
+def read_boxes(path: str | Path | None, outcomes: Outcomes) -> Boxes:
+    """Every valid box row of boxes.csv by slice key; invalid and repeated rows are findings."""
+    boxes = Boxes()
     if not path:
-        return {}
+        return boxes
     path = Path(path)
     if not path.is_file():
         raise InputError(f"data.boxes_csv: file '{path}' does not exist")
@@ -211,7 +221,6 @@ def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple
     missing = {"patient_id", *BOX_COLUMNS} - set(table.columns)
     if missing:
         raise InputError(f"{path}: missing required column(s) {sorted(missing)}")
-    boxes: dict[tuple, tuple[float, ...]] = {}
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{path.name}:{line}"
         try:
@@ -227,10 +236,14 @@ def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple
         )
         if (frame and not frame.isdigit()) or (index and not index.isdigit()):
             outcomes.finding("box_row", where, QUARANTINED, "frame/slice_index is not an integer")
-        elif uid:
-            boxes[("sop", uid, int(frame) - 1 if frame else None)] = box
+            continue
+        if frame and int(frame) == 0:
+            outcomes.finding("box_row", where, QUARANTINED, "frame numbers start at 1")
+            continue
+        if uid:
+            slice_key = ("sop", uid, int(frame) - 1 if frame else None)
         elif index:
-            boxes[("nifti", row["patient_id"].strip(), int(index))] = box
+            slice_key = ("nifti", row["patient_id"].strip(), int(index))
         else:
             outcomes.finding(
                 "box_row",
@@ -238,7 +251,47 @@ def read_boxes(path: str | Path | None, outcomes: Outcomes) -> dict[tuple, tuple
                 QUARANTINED,
                 "box row names neither sop_instance_uid nor slice_index",
             )
+            continue
+        if slice_key in boxes:  # one box per slice: a second row would silently replace it
+            outcomes.finding(
+                "box_row", where, QUARANTINED,
+                f"a second box for the slice of {boxes.where[slice_key]}: that row's box is used",
+            )  # fmt: skip
+            continue
+        boxes[slice_key] = box
+        boxes.where[slice_key] = where
     return boxes
+
+
+def unmatched_boxes(
+    boxes: Boxes, instances: dict[str, int], volumes: dict[str, int]
+) -> list[tuple[str, str]]:
+    """(row, reason) for each box row that names no slice of the inputs.
+
+    `instances`: SOP Instance UID -> number of frames, for every readable DICOM file;
+    `volumes`: patient id -> number of slices, for every readable NIfTI volume. A box on a slice
+    that exists but is not ingested (another series, a quarantined file) is not reported here:
+    that slice's own outcome says why.
+    """
+    unmatched = []
+    for (kind, ident, index), where in boxes.where.items():
+        if kind == "sop":
+            frames = instances.get(ident)
+            if frames is None:
+                unmatched.append((where, "box row names a SOP Instance UID no DICOM file has"))
+            elif index is not None and index >= frames:
+                unmatched.append(
+                    (where, f"box row names frame {index + 1} of an instance with {frames}")
+                )
+        else:
+            slices = volumes.get(ident)
+            if slices is None:
+                unmatched.append((where, "box row names a patient without a NIfTI volume"))
+            elif index >= slices:
+                unmatched.append(
+                    (where, f"box row names slice_index {index} of a volume with {slices} slices")
+                )
+    return unmatched
 
 
 # ----------------------------------------------------------------------------- selection
@@ -439,6 +492,7 @@ class SeriesIndex:
     candidates: dict[str, list[SeriesVerdict]]  # patient id -> its LGE short-axis stacks
     patients_seen: set[str]  # every patient id of a readable series
     tagged: set[str]  # files tagged BurnedInAnnotation YES
+    instances: dict[str, int] = field(default_factory=dict)  # SOP Instance UID -> frames
 
 
 def index_series(
@@ -477,6 +531,11 @@ def index_series(
         else:
             found.candidates[pid].append(verdict)
     found.tagged = {rec["path"] for rec in records if rec.get("burned_in") == "YES"}
+    found.instances = {
+        rec["sop_instance_uid"]: rec["n_frames"]
+        for rec in records
+        if rec["status"] == "ok" and rec["sop_instance_uid"]
+    }
     return found
 
 
@@ -527,9 +586,9 @@ def _dicom_jobs(
     out_dir: Path,
     outcomes: Outcomes,
     workers: int,
-) -> tuple[list[PatientJob], set[str]]:
+) -> tuple[list[PatientJob], set[str], dict[str, int]]:
     if dicom_dir is None or not dicom_dir.exists():
-        return [], set()
+        return [], set(), {}
     found = index_series(dicom_dir, cfg, outcomes, workers)
     jobs = []
     for pid in sorted(found.candidates):
@@ -549,7 +608,7 @@ def _dicom_jobs(
             outcomes.finding("patient", pid, QUARANTINED, "LGE stack found but no usable label")
             continue
         jobs.append(stack_chain(pid, label, stacks, found.tagged, boxes, key, cfg, out_dir))
-    return jobs, found.patients_seen | set(found.candidates)
+    return jobs, found.patients_seen | set(found.candidates), found.instances
 
 
 def _stack_job(pid, label, chosen, others, tagged, boxes, key, cfg, out_dir) -> PatientJob:
@@ -633,10 +692,10 @@ def _nifti_jobs(
     cfg: IngestConfig,
     out_dir: Path,
     outcomes: Outcomes,
-) -> tuple[list[PatientJob], set[str]]:
+) -> tuple[list[PatientJob], set[str], dict[str, int]]:
     if nifti_dir is None or not nifti_dir.exists():
-        return [], set()
-    jobs, seen = [], set()
+        return [], set(), {}
+    jobs, seen, volumes = [], set(), {}
     for path in list_files(nifti_dir):
         pid = nifti.patient_id_of(path)
         if path.name.startswith("."):
@@ -651,13 +710,14 @@ def _nifti_jobs(
         except Exception as exc:  # nibabel raises many types for broken files
             outcomes.file(str(path), QUARANTINED, f"unreadable NIfTI ({type(exc).__name__})")
             continue
+        volumes[pid] = len(stack.locations_mm)
         label = labels.get(pid)
         if label is None:
             outcomes.file(str(path), QUARANTINED, "no usable label row for this patient")
             outcomes.finding("patient", pid, QUARANTINED, "NIfTI volume found but no usable label")
             continue
         jobs.append(nifti_job(path, pid, label, stack, boxes, key, cfg, out_dir))
-    return jobs, seen
+    return jobs, seen, volumes
 
 
 def run_ingest(
@@ -693,10 +753,14 @@ def run_ingest(
     boxes = read_boxes(boxes_csv, outcomes)
     dicom_dir = Path(dicom_dir) if dicom_dir else None
     nifti_dir = Path(nifti_dir) if nifti_dir else None
-    dicom_jobs, dicom_seen = _dicom_jobs(
+    dicom_jobs, dicom_seen, instances = _dicom_jobs(
         dicom_dir, labels, boxes, key, cfg, out_dir, outcomes, workers
     )
-    nifti_jobs, nifti_seen = _nifti_jobs(nifti_dir, labels, boxes, key, cfg, out_dir, outcomes)
+    nifti_jobs, nifti_seen, volumes = _nifti_jobs(
+        nifti_dir, labels, boxes, key, cfg, out_dir, outcomes
+    )
+    for where, reason in unmatched_boxes(boxes, instances, volumes):
+        outcomes.finding("box_row", where, SKIPPED, reason)
     jobs = dicom_jobs + nifti_jobs
     timings["index"] = time.perf_counter() - clock
     if workers > 1 and len(jobs) > 1:
