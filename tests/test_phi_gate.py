@@ -303,6 +303,51 @@ def test_gate_takes_the_whole_token_and_the_other_half_of_a_name() -> None:
     assert "2022" not in out and "13" not in out and out.count("[DATE]") == 2
 
 
+# ----------------------------------------------------------------------------- accents
+
+ACCENTED = {
+    # every rule was written for plain letters: these passed whole before the rules read the
+    # folded text (accents off, letter for letter)
+    "Referred by Dr Łukasz Wróbel. Apical trabeculation.": (
+        "Referred by [PHYSICIAN]. Apical trabeculation."
+    ),
+    "Patient: Zoë Brontë-Ångström  DOB: 04.03.1961": "Patient: [NAME]  DOB: [DATE]",
+    "Signed by Björn Ødegård.": "Signed by [PHYSICIAN].",
+    "Mrs Müller attended. Mid-wall LGE.": "[NAME] attended. Mid-wall LGE.",
+    "Header copied in: ŠIMKOVÁ^ŽOFIA, septal LGE.": "Header copied in: [NAME], septal LGE.",
+    # decomposed text (a letter, then its combining accent), as some systems export it
+    "Dr Zoe\u0308 Bronte\u0308 reviewed the LGE.": "[PHYSICIAN] reviewed the LGE.",
+}
+
+
+@pytest.mark.parametrize("text", list(ACCENTED))
+def test_names_with_accents_meet_the_same_rules(text: str) -> None:
+    assert gate(text).text == ACCENTED[text]
+
+
+def test_a_known_name_is_found_with_or_without_its_accents() -> None:
+    """The DICOM header says NÚÑEZ^JOSÉ; a report may type it with or without the accents."""
+    known = ["NÚÑEZ^JOSÉ"]
+    for text in ("Pt José Núñez, 67 y/o M.", "Pt Jose Nunez, 67 y/o M.", "Pt JOSE NUNEZ, 67M."):
+        out = scrub(text, known=known)
+        assert out.startswith("Pt [NAME], 67"), out
+        assert find_phi(out, known=known) == []
+    assert find_phi("Filed under Nunez.", known=known) == ["known list: known identifier"]
+
+
+def test_accented_clinical_text_passes_unchanged() -> None:
+    clean = (
+        "Löffler endocarditis considered; café-au-lait spots not relevant. T1 1,102 ms at 1.5 T."
+    )
+    assert gate(clean) == GateResult(clean)
+
+
+def test_a_degree_after_a_scrubbed_name_is_not_refused() -> None:
+    """philter's salutation rule read the scrubber's own "[PHYSICIAN], MD." as a name before
+    a degree: the gate mangled it and refused the whole text."""
+    assert gate("Reported by Anna Berg, MD.") == GateResult("Reported by [PHYSICIAN], MD.")
+
+
 def test_refusal_names_layer_category_and_shape() -> None:
     """What neither the scrubber nor the detector removes but the exact known list still sees
     (this patient's MRN re-typed in other groups) refuses the text; the reason names the layer,

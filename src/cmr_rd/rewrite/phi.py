@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmr_rd.rewrite import phi_detector
+from cmr_rd.rewrite.phi_detector import fold
 
 PLACEHOLDERS = (
     "[NAME]",
@@ -240,7 +241,8 @@ _FIELD_END_RE = re.compile(
 
 
 def _label_fields(text: str) -> list[tuple[str, int, int]]:
-    """(kind, value start, value end) of every labelled field, left to right.
+    """(kind, value start, value end) of every labelled field, left to right (pass it the
+    folded text: the spans hold for the text itself).
 
     Anchored on the separators (few) rather than scanning every position for ~100 labels: the
     longest label that ends right before a ':' wins."""
@@ -400,7 +402,7 @@ def _name_spans(value: str, capitalised_only: bool = False) -> list[tuple[int, i
     After more than six words the value is a sentence rather than a name, and only capitalised
     words count; the detector always counts only those (lower-case leftovers of a scrubbed
     sentence are not names)."""
-    value = _PH_RE.sub(lambda m: _MASK * len(m.group()), value)  # placeholders are not names
+    value = _PH_RE.sub(lambda m: _MASK * len(m.group()), fold(value))  # placeholders: no names
     words = list(_WORD_RE.finditer(value))
     prose = capitalised_only or len(words) > 6
     spans: list[tuple[int, int]] = []
@@ -433,11 +435,11 @@ def _scrub_value(kind: str, value: str) -> str:
         return _replace_spans(head, _name_spans(head), ph) + paren + tail
     if kind in ("physician", "signed"):
         for rx in _DATE_RES:
-            value = rx.sub("[DATE]", value)
+            value = _sub_folded(rx, "[DATE]", value)
         # a role's qualification in parentheses ("(SCMR Level 3)") is not a name, but two
         # capitalised words there are ("(John Smith)")
         head, paren, tail = value.partition("(")
-        tail = _PAREN_NAME_RE.sub(ph, tail)
+        tail = _sub_folded(_PAREN_NAME_RE, ph, tail)
         return _replace_spans(head, _name_spans(head), ph) + paren + tail
     if kind == "date":
         head, paren, tail = value.partition("(")  # keep "(age 54)" after a birth date
@@ -456,7 +458,7 @@ def _scrub_value(kind: str, value: str) -> str:
 
 def _scrub_labels(text: str) -> str:
     out, pos = [], 0
-    for kind, start, end in _label_fields(text):
+    for kind, start, end in _label_fields(fold(text)):
         value = text[start:end]
         if value and not value.startswith("["):
             out += [text[pos:start], _scrub_value(kind, value)]
@@ -509,7 +511,7 @@ def _known_terms(known: Iterable[str]) -> list[tuple[str, str]]:
     """(term, placeholder) pairs: whole identifiers, their name tokens, and date spellings."""
     terms: dict[str, str] = {}
     for raw in known:
-        k = str(raw).strip()
+        k = fold(str(raw).strip())  # "NÚÑEZ^JOSÉ" is matched in folded text: Núñez and Nunez
         if len(k) < 3:
             continue
         variants = _date_variants(k)
@@ -557,9 +559,26 @@ def _digit_cores(known: Iterable[str]) -> list[str]:
 _MERGE_RE = re.compile(r"(\[(?:NAME|PHYSICIAN|ADDRESS|INSTITUTION|DATE)\])(?:[ \t,]*\1)+")
 
 
+def _sub_folded(rx: re.Pattern[str], placeholder: str, text: str, keep_group: int = 0) -> str:
+    """`rx.sub(placeholder, text)` with `rx` matched in the folded text, so the rules written
+    for plain letters also take "Dr Łukasz Wróbel"; what is kept is the text's own. With
+    `keep_group`, that group's text (a leading "signed by ") stays before the placeholder."""
+    folded = fold(text)
+    if folded is text:  # plain ASCII, by far the usual case
+        if keep_group:
+            return rx.sub(lambda m: m.group(keep_group) + placeholder, text)
+        return rx.sub(placeholder, text)
+    parts, pos = [], 0
+    for m in rx.finditer(folded):
+        start = m.end(keep_group) if keep_group else m.start()
+        parts += [text[pos:start], placeholder]
+        pos = m.end()
+    return "".join(parts) + text[pos:]
+
+
 def _apply(text: str, placeholder: str, patterns: tuple[re.Pattern[str], ...]) -> str:
     for rx in patterns:
-        text = rx.sub(placeholder, text)
+        text = _sub_folded(rx, placeholder, text)
     return text
 
 
@@ -567,12 +586,12 @@ def scrub(text: str, known: Iterable[str] = ()) -> str:
     """Replace PHI with placeholders. Clinical content (measurements like '20 mm', 'LVEF 66%',
     'T1 1065 ms', '0.1 mmol/kg', segment names, '1.5 T') must survive."""
     out = _scrub_labels(text)
-    out = _SIGNED_BY_RE.sub(lambda m: m.group(1) + "[PHYSICIAN]", out)
+    out = _sub_folded(_SIGNED_BY_RE, "[PHYSICIAN]", out, keep_group=1)
     # Titled and DICOM-form names first, so a known surname inside "Dr. X Y" goes as one unit.
     for _, ph, pats in _GENERIC[:3]:
         out = _apply(out, ph, pats)
     for term, ph in _known_terms(k for k in known if k is not None):
-        out = re.sub(_term_pattern(term), ph, out, flags=re.I)
+        out = _sub_folded(re.compile(_term_pattern(term), re.I), ph, out)
     for _, ph, pats in _GENERIC[3:]:
         out = _apply(out, ph, pats)
     return _MERGE_RE.sub(r"\1", out)
@@ -583,7 +602,7 @@ def known_identifiers(text: str, known: Iterable[str] = ()) -> bool:
     DICOM headers and label sheet) survive, verbatim or as a number re-typed with spaces,
     dots or dashes inside it? Placeholders are masked first."""
     known = [str(k) for k in known if k is not None]
-    masked = _PH_RE.sub(_MASK, text)
+    masked = _PH_RE.sub(_MASK, fold(text))
     rx = _known_regex(_known_terms(known))
     if rx is not None and rx.search(masked):
         return True
@@ -721,7 +740,7 @@ def check(
         for a, b, category in (phi_detector.spans(text, safe.patterns) if detector else ())
     }
     known = [str(k) for k in known if k is not None]
-    masked = _PH_RE.sub(_MASK, text)
+    masked = _PH_RE.sub(_MASK, fold(text))
     rx = _known_regex(_known_terms(known))
     if rx is not None:
         found |= {

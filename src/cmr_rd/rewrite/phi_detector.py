@@ -15,6 +15,10 @@ second, different chance to be caught. Three adaptations, each for a measured re
   caught by philter's own context rules. "Find Initials" is dropped: it reads LV and RV as
   initials.
 
+Every rule reads `fold(text)`, the text with its accents taken off letter for letter ("Łukasz
+Wróbel" as "Lukasz Wrobel"), so names written with diacritics meet the same rules and lists as
+their plain spellings, and the spans found still index the text itself.
+
 Only categories leave this module, never the matched text (callers log them).
 """
 
@@ -23,10 +27,37 @@ from __future__ import annotations
 import importlib.resources
 import re
 import tomllib
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
 _NAME_LISTS = frozenset({"firstnames", "lastnames", "regex_context"})
+
+
+def _fold_table() -> dict[int, str]:
+    """Each Latin letter with a diacritic -> its base letter (é -> e, Ñ -> N, Ł -> L), one
+    character for one; a combining mark of decomposed text becomes an apostrophe, which every
+    name rule takes as part of a word. Letters without a one-letter base (ß, Æ) stay."""
+    table = {}
+    for code in (*range(0xC0, 0x250), *range(0x1E00, 0x1F00)):
+        char = chr(code)
+        base = "".join(
+            c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
+        )
+        if len(base) == 1 and base != char and base.isascii():
+            table[code] = base
+    table.update({ord(a): b for a, b in zip("ØøŁłĐđĦħŦŧ", "OoLlDdHhTt", strict=True)})
+    table.update({code: "'" for code in range(0x300, 0x370)})
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def fold(text: str) -> str:
+    """`text` without its accents, the same length, so a span of one is a span of the other."""
+    return text if text.isascii() else text.translate(_FOLD)
+
 
 # Units of measurement, for the safe rule below: a number with one of these is a measurement.
 _UNIT = (
@@ -71,6 +102,9 @@ _SAFE_PATTERNS = (
 # are not handed to philter: they only drop a hit that lies wholly inside one of their matches,
 # so a heading ("Name:") never shields the value after it ("Name: Anna Berg" is still a hit).
 _SAFE_SPANS = (
+    # the scrubber's own placeholders: philter's salutation rule read "[PHYSICIAN], MD." as a
+    # name before a degree, and the gate then refused "Reported by Anna Berg, MD."
+    r"\[(?:NAME|PHYSICIAN|DATE|ID|MRN|CONTACT|ADDRESS|INSTITUTION|REDACTED)\][,.;:]*",
     # field strength: "3 T", "1.5T", "3 Tesla" (philter reads "3 T" as a house number and street)
     r"\b\d(?:[.,]\d)?[ \t]?(?:T|Tesla|tesla)\b",
     # a number with its unit, spaced or not, with a denominator ("1209msec", "74 mL/m^2",
@@ -173,8 +207,11 @@ def spans(text: str, site_safe: Sequence[re.Pattern[str]] = ()) -> list[tuple[in
     `site_safe`: a site's own additions to the safe list (`phi.SafeList`); a hit inside one of
     their matches is dropped, as for the built-in list."""
     detect, filters, categories, safe, whitelist = _philter()
+    written, text = text, fold(text)
     _, _, tracker = detect(text, patterns=filters, phi_type_list=categories)
     safe_spans = [m.span() for rx in (*safe, *_STRUCTURAL, *site_safe) for m in rx.finditer(text)]
+    if written is not text:  # a site's entry may be written with its accents ("Löffler")
+        safe_spans += [m.span() for rx in site_safe for m in rx.finditer(written)]
     hits = sorted(
         (p.start, p.stop, p.phi_type)
         for p in tracker.phi
