@@ -2,10 +2,18 @@
 
 One GPPO phase whose Thompson-sampled quotas over-sample a class (HCM, the class the posterior
 says the model gets wrong; the cold start answers NOR to every ring) must raise that class's
-answer reward on held-out prompts, against the same phase from the same checkpoint with `full`
-sampling (the pool's own class shares). This is
-the mechanism behind every sampling claim of the paper (Table 2, Fig. 5): if the quota order
-stopped reaching the trainer, or the rewards stopped reaching the update, the two would agree.
+answer reward on held-out prompts, against the same phase from the same checkpoint on prompts
+that never hold the class. This is the mechanism behind every sampling claim of the paper
+(Table 2, Fig. 5): if the quota order stopped reaching the trainer, or the rewards stopped
+reaching the update, the two would agree.
+
+Why not against `full` sampling (the pool's own shares, HCM about a sixth)? On this tiny setup
+the phase learns HCM only if some rollout happens to answer it, a rare draw, so whether a `full`
+phase learns it is a coin weighted by how many HCM rollouts it gets: measured over seeds 7-14,
+TS learned HCM in 8 of 8 phases and `full` in 2 of 8 (2 of 12 at G = 4 for one epoch, where TS
+itself managed 7 of 12, so the old single-seed comparison passed or failed with the draw). A
+phase that never samples HCM learned it in 0 of 6. The plan-level shares of TS against `full`
+are still checked.
 
 A tiny Gemma3 gets a short cold start on ring phantoms here, so the file needs no demo run.
 """
@@ -37,6 +45,7 @@ POSTERIOR = Posterior(
     beta={"HCM": 20, "DCM": 2, "CAM": 1, "LVNC": 1, "MI": 1, "NOR": 2},
 )
 MARGIN = 0.5  # answer reward (0 or 2.0 per prompt): TS must lead by a quarter of the scale
+G_EFFECT = 8  # rollouts per prompt in the effect phases: enough HCM rollouts for TS every draw
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +81,28 @@ def test_one_ts_phase_raises_the_answer_reward_of_the_class_it_over_samples(cold
     hcm_only.write_text(
         "".join(line + "\n" for line in held.read_text().splitlines() if '"HCM"' in line)
     )
-    cfg = GPPOConfig(epochs=1.0, batch_prompts=B, num_generations=G, micro_batch=B * G,
-                     max_completion_length=48, save_steps=1000, threads=1, lr=5e-4, seed=7)  # fmt: skip
+    cfg = GPPOConfig(epochs=2.0, batch_prompts=B, num_generations=G_EFFECT,
+                     micro_batch=B * G_EFFECT, max_completion_length=48, save_steps=1000,
+                     threads=1, lr=5e-4, seed=7)  # fmt: skip
     rewards = RewardConfig(use_iou=False)
     before = _hcm_answer_reward(cold_start, hcm_only)
-    after, shares = {}, {}
-    for strategy in ("ts", "full"):
-        counts = _phase(prompts, strategy, tmp_path / f"{strategy}.jsonl")
-        shares[strategy] = counts.get("HCM", 0) / sum(counts.values())
-        out = tmp_path / strategy
-        train_phase(cold_start, cold_start, tmp_path / f"{strategy}.jsonl", out, cfg, rewards, 2)
-        after[strategy] = _hcm_answer_reward(out / "final", hcm_only)
+    without_hcm = [r for r in prompts if r["label"] != "HCM"]
+    plans = {
+        "ts": _phase(prompts, "ts", tmp_path / "ts.jsonl"),
+        "full": _phase(prompts, "full", tmp_path / "full.jsonl"),
+        "never": _phase(without_hcm, "full", tmp_path / "never.jsonl"),
+    }
+    shares = {k: counts.get("HCM", 0) / sum(counts.values()) for k, counts in plans.items()}
     # The quotas over-sample HCM under TS and not under full sampling ...
-    assert shares["ts"] >= 0.5 > shares["full"], shares
-    # ... and the phase moves the policy toward what it sampled.
-    assert after["ts"] >= after["full"] + MARGIN, (before, after)
-    assert after["ts"] > before, (before, after)
+    assert shares["ts"] >= 0.5 > shares["full"] > shares["never"] == 0, shares
+    after = {}
+    for name in ("ts", "never"):
+        out = tmp_path / name
+        train_phase(cold_start, cold_start, tmp_path / f"{name}.jsonl", out, cfg, rewards, 2)
+        after[name] = _hcm_answer_reward(out / "final", hcm_only)
+    # ... and the phase moves the policy toward what it sampled, and only then.
+    assert after["ts"] >= after["never"] + MARGIN, (before, after)
+    assert after["ts"] >= before + MARGIN and after["never"] <= before, (before, after)
 
 
 def _rollout_format_share(cold_start: Path, tmp_path: Path, temperature: float, top_p: float,

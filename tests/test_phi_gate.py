@@ -325,6 +325,23 @@ def test_names_with_accents_meet_the_same_rules(text: str) -> None:
     assert gate(text).text == ACCENTED[text]
 
 
+OTHER_FORMS = {
+    # a labelled name field in another script: its words were not words to the scrubber
+    "Name: Иван Петров\nDOB: 1961-03-04": "Name: [NAME]\nDOB: [DATE]",
+    "Patient: 李伟\nLGE inferior wall.": "Patient: [NAME]\nLGE inferior wall.",
+    # titles of other languages
+    "Frau Schmidt attended.": "[NAME] attended.",
+    "Sra. García attended.": "[NAME] attended.",
+    "Mme Dupont-Lefèvre, née le 03/04/1961.": "[NAME], née le [DATE].",
+    "Sig.ra Rossi attended.": "[NAME] attended.",
+}
+
+
+@pytest.mark.parametrize("text", list(OTHER_FORMS))
+def test_other_scripts_and_titles(text: str) -> None:
+    assert gate(text).text == OTHER_FORMS[text]
+
+
 def test_a_known_name_is_found_with_or_without_its_accents() -> None:
     """The DICOM header says NÚÑEZ^JOSÉ; a report may type it with or without the accents."""
     known = ["NÚÑEZ^JOSÉ"]

@@ -90,7 +90,8 @@ _NOT_NAME = frozenset(
     """.split()
 )
 _HONORIFIC = r"(?:Dr|DR|Doctor|DOCTOR|Prof|PROF|Professor|PROFESSOR)"
-_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx)"  # not MR/MS: mitral regurgitation, stenosis
+# Not MR/MS (mitral regurgitation, stenosis); French, German, Spanish, Italian and Dutch forms too.
+_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx|Mme|Mlle|Herr|Frau|Sr|Sra|Srta|Sig\.ra|Sig|Dhr|Mevr)"
 
 # ----------------------------------------------------------------------------- labels
 
@@ -383,7 +384,9 @@ _GENERIC: tuple[tuple[str, str, tuple[re.Pattern[str], ...]], ...] = (
 
 # ----------------------------------------------------------------------------- label values
 
-_WORD_RE = re.compile(r"(?<!\w)[A-Za-z][A-Za-z'\-.]*(?:\^[A-Za-z'\-.]*)*(?!\w)")
+# A word of any script ("Петров", "李伟"): in a labelled name field it is a name, whatever letters.
+_LETTERS = r"(?:[^\W\d_]|['\-.])*"  # letters of any script, apostrophes, hyphens, dots
+_WORD_RE = re.compile(rf"(?<!\w)[^\W\d_]{_LETTERS}(?:\^{_LETTERS})*(?!\w)")
 _GAP_RE = re.compile(r"^[\s,^]*$")
 _ID_TOKENS_RE = re.compile(r"^(?:[A-Za-z0-9][\w\-/#.]*)(?:[ \t]+[A-Za-z0-9][\w\-/#.]*){0,3}")
 _MONTH_WORD_RE = re.compile(rf"\b(?:{_MONTHS})\b", re.I)
@@ -393,7 +396,7 @@ def _is_name_word(word: str, prose: bool) -> bool:
     core = word.strip(".'-").lower()
     if not core or core in _NOT_NAME:
         return False
-    return not prose or word[0].isupper()
+    return not prose or not word[0].islower()  # capitalised, or a script without case
 
 
 def _name_spans(value: str, capitalised_only: bool = False) -> list[tuple[int, int]]:
