@@ -342,6 +342,12 @@ def test_other_scripts_and_titles(text: str) -> None:
     assert gate(text).text == OTHER_FORMS[text]
 
 
+def test_clinical_shorthand_is_not_a_title() -> None:
+    """Clinical shorthand: "Sig." is "significant" in some notes, "MR" mitral regurgitation."""
+    for clean in ("Sig. LGE in the basal septum.", "MR Moderate, no LGE."):
+        assert scrub(clean) == clean
+
+
 def test_a_known_name_is_found_with_or_without_its_accents() -> None:
     """The DICOM header says NÚÑEZ^JOSÉ; a report may type it with or without the accents."""
     known = ["NÚÑEZ^JOSÉ"]

@@ -90,8 +90,9 @@ _NOT_NAME = frozenset(
     """.split()
 )
 _HONORIFIC = r"(?:Dr|DR|Doctor|DOCTOR|Prof|PROF|Professor|PROFESSOR)"
-# Not MR/MS (mitral regurgitation, stenosis); French, German, Spanish, Italian and Dutch forms too.
-_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx|Mme|Mlle|Herr|Frau|Sr|Sra|Srta|Sig\.ra|Sig|Dhr|Mevr)"
+# Not MR/MS (mitral regurgitation, stenosis), nor "Sig." (short for significant in some notes);
+# French, German, Spanish, Italian and Dutch forms too.
+_TITLE = r"(?:Mr|Mrs|Ms|Miss|Mx|Mme|Mlle|Herr|Frau|Sr|Sra|Srta|Sig\.ra|Dhr|Mevr)"
 
 # ----------------------------------------------------------------------------- labels
 
