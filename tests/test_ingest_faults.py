@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import warnings
 from pathlib import Path
 
@@ -197,3 +199,22 @@ def test_a_box_row_that_names_no_slice_is_reported(tmp_path):
     quarantine = pd.read_csv(tmp_path / "out/results/quarantine.csv")
     assert (quarantine["kind"] == "box_row").sum() == 5
     assert summary["reconciled"]
+
+
+def test_a_box_row_without_the_frame_of_a_multi_frame_instance_is_reported(tmp_path):
+    """An Enhanced MR instance holds every slice as a frame: a box row that names the instance
+    but no frame fits none of them, and used to be ignored."""
+    cohort = tmp_path / "cohort"
+    generate_cohort(dataclasses.replace(TINY, enhanced_share=1.0), cohort, seed=11, workers=2)
+    boxes = pd.read_csv(cohort / "boxes.csv", dtype=str, keep_default_na=False)
+    framed = boxes.index[boxes["frame"] != ""].tolist()
+    assert framed, boxes  # the generator names the frame of every Enhanced MR box
+    boxes.loc[framed[0], "frame"] = ""
+    boxes.to_csv(cohort / "boxes.csv", index=False)
+    _ingest(cohort, tmp_path / "out")
+    findings = pd.read_csv(tmp_path / "out/private/findings.csv")
+    rows = findings[findings["kind"] == "box_row"]
+    assert rows["subject"].tolist() == [f"boxes.csv:{framed[0] + 2}"], rows
+    assert re.fullmatch(
+        r"box row names an instance of \d+ frames but not its frame", rows["reason"].iloc[0]
+    ), rows

@@ -279,6 +279,10 @@ def unmatched_boxes(
             frames = instances.get(ident)
             if frames is None:
                 unmatched.append((where, "box row names a SOP Instance UID no DICOM file has"))
+            elif index is None and frames > 1:  # which frame? the box would fit none of them
+                unmatched.append(
+                    (where, f"box row names an instance of {frames} frames but not its frame")
+                )
             elif index is not None and index >= frames:
                 unmatched.append(
                     (where, f"box row names frame {index + 1} of an instance with {frames}")
